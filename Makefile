@@ -1,0 +1,101 @@
+# Express notification service — developer entry points (GNU make).
+# A fresh clone needs only python3 (with its venv module) and make;
+# `make test` installs the rest (the venv from PyPI, mosquitto from apt).
+
+PY ?= python3
+VENV = .venv
+BIN = $(VENV)/bin
+STAMP = $(VENV)/.stamp
+CONFIG ?= config/example.toml
+PYTEST_ARGS ?=
+# Set BROWSER_DEPS=no to skip installing Chromium (dashboard browser tests).
+BROWSER_DEPS ?= yes
+
+# Root runs apt-get directly; others through sudo (non-interactive: fail
+# rather than hang waiting for a password).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo "sudo -n")
+APT_GET = $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
+
+.DEFAULT_GOAL := help
+.PHONY: help venv setup run test test-deps test-slow bench lint check-config clean distclean
+
+help:
+	@echo "make setup|venv     create $(VENV) and install the project (editable, with test extras)"
+	@echo "make run            run the demo daemon with $(CONFIG)"
+	@echo "make test           fast tests (not slow, not bench); PYTEST_ARGS='-k foo' passes options"
+	@echo "make test-deps      install mosquitto (and chromium) with apt-get when missing"
+	@echo "make test-slow      soak/chaos tests"
+	@echo "make bench          benchmarks"
+	@echo "make lint           ruff check, ruff format --check, mypy"
+	@echo "make check-config   validate $(CONFIG)"
+	@echo "make clean          caches and build output; distclean also removes $(VENV) and var/"
+
+# --- environment -------------------------------------------------------------
+
+venv setup: $(STAMP)
+
+# Re-install only when pyproject.toml is newer than the stamp.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || { \
+	  echo "error: '$(PY) -m venv' failed; on Debian/Ubuntu install python3-venv" >&2; \
+	  rm -rf $(VENV); exit 1; }
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e '.[test]'
+	@touch $@
+
+# mosquitto: Debian puts it in /usr/sbin, not on a non-root PATH, so check both.
+# A failing apt-get ends with one clear line, not just apt's own noise.
+test-deps:
+	@if command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto; then :; else \
+	  echo "mosquitto missing: installing it with apt-get"; \
+	  $(APT_GET) install -y mosquitto || { $(APT_GET) update && $(APT_GET) install -y mosquitto; } || { \
+	    echo "error: could not install mosquitto (tests start private brokers)." >&2; \
+	    echo "       install it yourself: apt-get install mosquitto" >&2; exit 1; }; \
+	fi
+	@if [ "$(BROWSER_DEPS)" != yes ]; then :; \
+	elif command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; else \
+	  echo "chromium missing: installing it with apt-get"; \
+	  $(APT_GET) install -y chromium || { $(APT_GET) update && $(APT_GET) install -y chromium; } || { \
+	    echo "error: could not install chromium (dashboard browser tests)." >&2; \
+	    echo "       install it yourself (apt-get install chromium) or run with BROWSER_DEPS=no" >&2; \
+	    exit 1; }; \
+	fi
+
+# --- run ---------------------------------------------------------------------
+
+run: $(STAMP)
+	@mkdir -p var
+	@echo "dashboard  http://127.0.0.1:9120/#token=demo-admin"
+	@echo "metrics    http://127.0.0.1:9120/metrics"
+	@echo "SMTP       127.0.0.1:2525"
+	@echo "MQTT       mqtt://127.0.0.1:11883 (embedded broker)"
+	exec $(BIN)/monitor run -c $(CONFIG)
+
+check-config: $(STAMP)
+	$(BIN)/monitor check-config -c $(CONFIG)
+
+# --- tests -------------------------------------------------------------------
+
+test: $(STAMP) test-deps
+	$(BIN)/pytest -q -m "not slow and not bench" $(PYTEST_ARGS)
+
+test-slow: $(STAMP) test-deps
+	$(BIN)/pytest -q -m slow $(PYTEST_ARGS)
+
+# More benchmark scripts (benchmarks/) get their own lines here.
+bench: $(STAMP) test-deps
+	$(BIN)/pytest tests/bench -m bench --benchmark-enable $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+# --- cleaning ----------------------------------------------------------------
+
+clean:
+	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -exec rm -rf {} +
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .benchmarks build dist test-artifacts *.egg-info
+
+distclean: clean
+	rm -rf $(VENV) var

@@ -1,0 +1,1 @@
+"""On-server agent of the express notification service."""

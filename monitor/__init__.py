@@ -1,0 +1,3 @@
+"""Express notification service: the monitoring centre daemon."""
+
+__version__ = "0.1.0"

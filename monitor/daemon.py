@@ -1,0 +1,195 @@
+"""The daemon's life in phases: load, start, serve, drain, stop.
+
+Modelled on uvicorn's server and hypercorn's run loop: every long-lived task
+runs in one TaskGroup; a shutdown trigger (the signal handler by default, a
+test's own event otherwise) ends the serve phase; shutdown stops intake
+first, waits a bounded time for in-flight work, flushes the writer, and
+returns.  A second signal cancels without waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import structlog
+from aiohttp import web
+
+from monitor.clock import make_clock
+from monitor.config import ConfigError, load_config
+from monitor.events import EventBus
+from monitor.http.server import make_app
+from monitor.listeners import Listener, build_listeners
+from monitor.metrics import Metrics
+from monitor.model import Config
+from monitor.notifier import Notifier
+from monitor.pipeline import Pipeline
+from monitor.runtime import ConfigHolder, Runtime
+from monitor.scheduler import Scheduler
+from monitor.sdnotify import notify, watchdog_interval
+from monitor.store import Store
+
+log = structlog.get_logger("monitor.daemon")
+
+DRAIN_SECONDS = 5.0
+RESTART_BACKOFF_MAX = 30.0
+
+
+@dataclass
+class Daemon:
+    config_path: str
+    config: Config
+    stop_event: asyncio.Event | None = None
+    runtime: Runtime | None = None
+    _force: bool = False
+
+    async def run(self) -> None:
+        config = self.config
+        stop = self.stop_event or asyncio.Event()
+        self.stop_event = stop
+        loop = asyncio.get_running_loop()
+
+        store = Store(config.daemon.database)
+        await asyncio.to_thread(store.open)
+        clock = make_clock(config.daemon.clock, config.daemon.clock_start)
+        metrics = Metrics()
+        bus = EventBus()
+        holder = ConfigHolder(config)
+        pipeline = Pipeline(store, clock, metrics, bus, holder)
+        rt = Runtime(holder, store, clock, metrics, bus, pipeline)
+        self.runtime = rt
+        listeners = build_listeners(rt)
+        for listener in listeners:
+            rt.set_listener(listener.name, False)
+
+        app = make_app(rt)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=DRAIN_SECONDS)
+        await runner.setup()
+        site = web.TCPSite(runner, config.http.host, config.http.port, reuse_address=True)
+        await site.start()
+        log.info(
+            "daemon started", http=f"http://{config.http.host}:{config.http.port}/",
+            database=config.daemon.database, clock=config.daemon.clock,
+            instance=config.daemon.instance, summary=config.summary(),
+        )
+        notify("READY=1\nSTATUS=serving")
+
+        def on_term(signame: str) -> None:
+            if stop.is_set():
+                log.warning("second signal: forcing shutdown", signal=signame)
+                self._force = True
+                for task in tasks:
+                    task.cancel()
+                return
+            log.info("shutdown requested", signal=signame)
+            stop.set()
+
+        def on_hup() -> None:
+            loop.create_task(self.reload())
+
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGTERM, on_term, "SIGTERM")
+            loop.add_signal_handler(signal.SIGINT, on_term, "SIGINT")
+            loop.add_signal_handler(signal.SIGHUP, on_hup)
+
+        scheduler = Scheduler(pipeline)
+        notifier = Notifier(pipeline, clock, metrics, rt.zone)
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks.append(tg.create_task(self._supervise("scheduler", scheduler.run)))
+                tasks.append(tg.create_task(self._supervise("notifier", notifier.run)))
+                for listener in listeners:
+                    tasks.append(tg.create_task(self._supervise_listener(rt, listener)))
+                interval = watchdog_interval()
+                if interval:
+                    tasks.append(tg.create_task(self._watchdog(interval)))
+                await stop.wait()
+                notify("STOPPING=1")
+                # 1. stop intake: listeners first, then HTTP (in-flight
+                #    requests get DRAIN_SECONDS to finish their commits).
+                for listener in listeners:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(listener.stop(), DRAIN_SECONDS)
+                await runner.cleanup()
+                # 2. let notices being sent finish, bounded.
+                if not self._force:
+                    await notifier.drain(DRAIN_SECONDS)
+                for task in tasks:
+                    task.cancel()
+        finally:
+            with contextlib.suppress(Exception):
+                await runner.cleanup()
+            # 3. flush the writer: everything queued is committed or failed.
+            await asyncio.to_thread(store.close)
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                with contextlib.suppress(Exception):
+                    loop.remove_signal_handler(sig)
+            log.info("daemon stopped")
+
+    async def reload(self) -> bool:
+        """SIGHUP: a new snapshot, or the old one kept with the reason logged."""
+        rt = self.runtime
+        if rt is None:
+            return False
+        notify("RELOADING=1")
+        try:
+            config = await asyncio.to_thread(load_config, self.config_path)
+        except ConfigError as exc:
+            for line in exc.errors:
+                log.error("reload rejected; old config kept", error=line)
+            rt.metrics.config_reloads.labels(outcome="rejected").inc()
+            notify("READY=1")
+            return False
+        except OSError as exc:
+            log.error("reload rejected; old config kept", error=str(exc))
+            rt.metrics.config_reloads.labels(outcome="rejected").inc()
+            notify("READY=1")
+            return False
+        rt.config.current = config
+        rt.metrics.config_reloads.labels(outcome="ok").inc()
+        rt.pipeline.scheduler_wake.set()
+        log.info("config reloaded", summary=config.summary())
+        notify("READY=1")
+        return True
+
+    async def _supervise(self, name: str, fn: Callable[[], Awaitable[None]]) -> None:
+        """Run a component forever; a crash is logged and restarted with backoff."""
+        delay = 0.5
+        while True:
+            try:
+                await fn()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("component crashed; restarting", component=name, delay=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RESTART_BACKOFF_MAX)
+
+    async def _supervise_listener(self, rt: Runtime, listener: Listener) -> None:
+        async def run() -> None:
+            try:
+                await listener.run()
+            finally:
+                rt.set_listener(listener.name, False)
+
+        await self._supervise(listener.name, run)
+
+    async def _watchdog(self, interval: float) -> None:
+        while True:
+            notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
+
+
+def run_daemon(config_path: str) -> int:
+    try:
+        config = load_config(config_path)
+    except ConfigError:
+        raise
+    daemon = Daemon(config_path, config)
+    asyncio.run(daemon.run())
+    return 0

@@ -1,0 +1,88 @@
+"""`GET /api/v1/events`: Server-Sent Events of incident changes (SPEC 6.2)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+
+from aiohttp import web
+
+from monitor.http.api import RT
+from monitor.http.auth import READ, Principal, principal
+from monitor.views import incident_json
+
+KEEPALIVE = 15.0
+
+
+def _load(conn: sqlite3.Connection, incident: int) -> sqlite3.Row | None:
+    row: sqlite3.Row | None = conn.execute(
+        "SELECT * FROM incidents WHERE id = ?", (incident,)
+    ).fetchone()
+    return row
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    rt = request.app[RT]
+    who: Principal = principal(request, rt.config.current, READ)
+    last_raw = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
+    sub = rt.bus.subscribe()
+    try:
+        resp = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        await resp.prepare(request)
+        zone = rt.zone
+
+        async def send(seq: int, incident: int) -> None:
+            row = await rt.store.read(lambda conn: _load(conn, incident))
+            if row is None or not who.sees(row["contract"]):
+                return
+            data = json.dumps(incident_json(row, zone), ensure_ascii=False)
+            await resp.write(f"id: {seq}\nevent: incident\ndata: {data}\n\n".encode())
+
+        sent_upto = 0
+        if last_raw is not None:
+            try:
+                last = int(last_raw)
+            except ValueError:
+                last = -1
+
+            def backlog(conn: sqlite3.Connection) -> tuple[int | None, list[tuple[int, int]]]:
+                oldest = conn.execute("SELECT min(seq) FROM events").fetchone()[0]
+                rows = conn.execute(
+                    "SELECT seq, incident FROM events WHERE seq > ? ORDER BY seq LIMIT 10001",
+                    (last,),
+                ).fetchall()
+                return oldest, [(r[0], r[1]) for r in rows]
+
+            oldest, rows = await rt.store.read(backlog)
+            if last < 0 or len(rows) > 10000 or (oldest is not None and oldest > last + 1):
+                await resp.write(b"event: reset\ndata: {}\n\n")
+            else:
+                for seq, incident in rows:
+                    await send(seq, incident)
+                    sent_upto = seq
+        else:
+            await resp.write(b": connected\n\n")
+
+        while True:
+            if sub.overflowed:
+                await resp.write(b"event: reset\ndata: {}\n\n")
+                return resp
+            try:
+                seq, incident = await asyncio.wait_for(sub.queue.get(), timeout=KEEPALIVE)
+            except TimeoutError:
+                await resp.write(b": keep-alive\n\n")
+                continue
+            if seq <= sent_upto:
+                continue
+            await send(seq, incident)
+    except (ConnectionResetError, asyncio.CancelledError):
+        raise
+    finally:
+        rt.bus.unsubscribe(sub)

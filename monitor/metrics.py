@@ -1,0 +1,88 @@
+"""Every metric of SPEC 8, in the daemon's own registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+NOTICE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.alarms_received = Counter(
+            "monitor_alarms_received",
+            "Alarms received and stored, by channel and format",
+            ["channel", "format"],
+            registry=r,
+        )
+        self.alarms_rejected = Counter(
+            "monitor_alarms_rejected",
+            "Input rejected (and quarantined), by channel and reason",
+            ["channel", "reason"],
+            registry=r,
+        )
+        self.alarms_duplicate = Counter(
+            "monitor_alarms_duplicate",
+            "Duplicates: exact re-sends, or folded into an incident",
+            ["kind"],
+            registry=r,
+        )
+        self.alarms_uncovered = Counter(
+            "monitor_alarms_uncovered",
+            "Alarms kept but not raised because the device is not covered",
+            ["coverage"],
+            registry=r,
+        )
+        self.incidents_raised = Counter(
+            "monitor_incidents_raised",
+            "Incidents raised (went open), by plan and severity",
+            ["plan", "severity"],
+            registry=r,
+        )
+        self.incidents = Gauge(
+            "monitor_incidents", "Incidents by state", ["state"], registry=r
+        )
+        self.notices = Counter(
+            "monitor_notices",
+            "Notice transport attempts by outcome",
+            ["transport", "outcome"],
+            registry=r,
+        )
+        self.ingest_seconds = Histogram(
+            "monitor_ingest_seconds",
+            "Receipt to durable commit",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.notice_seconds = Histogram(
+            "monitor_notice_seconds",
+            "Incident raised to first notice delivered (daemon clock)",
+            buckets=NOTICE_BUCKETS,
+            registry=r,
+        )
+        self.sla_breaches = Counter(
+            "monitor_sla_breaches", "Incidents not acknowledged by respond_by", registry=r
+        )
+        self.listener_up = Gauge(
+            "monitor_listener_up", "1 while a listener is up", ["listener"], registry=r
+        )
+        self.agents_silent = Gauge(
+            "monitor_agents_silent", "Devices whose agent is silent", registry=r
+        )
+        self.quarantine_bytes = Gauge(
+            "monitor_quarantine_bytes", "Bytes held in quarantine", registry=r
+        )
+        self.store_batches = Counter(
+            "monitor_store_commits", "Group commits by the store writer", registry=r
+        )
+        self.store_up = Gauge("monitor_store_up", "1 while the store takes writes", registry=r)
+        self.config_reloads = Counter(
+            "monitor_config_reloads", "SIGHUP reloads by outcome", ["outcome"], registry=r
+        )
+        self.scheduler_steps = Counter(
+            "monitor_scheduler_steps", "Scheduler steps taken by kind", ["step"], registry=r
+        )
+        for state in ("deferred", "open", "notified", "acknowledged", "resolved"):
+            self.incidents.labels(state=state).set(0)

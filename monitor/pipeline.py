@@ -1,0 +1,215 @@
+"""`accept`: the single door every report goes through (DESIGN rule 2).
+
+Listeners turn bytes into a `Received` and await `accept`; it answers only
+after the commit, so the listener's ack (250, PUBACK, ACK, 202) is always
+"durable".  Coverage, dedup and the window decision live here and in
+`monitor.incidents`, nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TypeVar
+
+import structlog
+
+from monitor import incidents
+from monitor.clock import Clock
+from monitor.events import EventBus
+from monitor.formats.alarm_json import verify_sig
+from monitor.hours import coverage as coverage_of
+from monitor.metrics import Metrics
+from monitor.model import Config, Coverage, Received, Rejected
+from monitor.store import StorageUnavailable, Store
+
+log = structlog.get_logger("monitor.pipeline")
+
+RAW_CAP = 64 * 1024
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    seq: int
+    id: str
+    duplicate: bool
+    coverage: str
+    incident: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    reason: str
+    detail: str = ""
+
+
+class Pipeline:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        metrics: Metrics,
+        bus: EventBus,
+        config: Callable[[], Config],
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.metrics = metrics
+        self.bus = bus
+        self._config = config
+        self.work_added = asyncio.Event()  # the notifier waits on it
+        self.scheduler_wake = clock.waker()
+
+    @property
+    def config(self) -> Config:
+        return self._config()
+
+    # -- the door -----------------------------------------------------------
+
+    async def accept(self, rec: Received, received_at: datetime | None = None) -> Accepted | Refused:
+        """Store one report durably; then (only then) it may be acknowledged.
+
+        Raises StorageUnavailable when nothing could be stored: the sender
+        must be told to try again (451, no PUBACK, NAK busy, 503).
+        """
+        wall_start = time.perf_counter()
+        config = self.config
+        received = received_at or self.clock.now()
+        report = rec.report
+        device = config.devices.get(report.serial)
+        if device is not None and device.secret and not rec.signed_ok:
+            if not verify_sig(report, device.secret):
+                await self.reject(
+                    Rejected(rec.channel, "bad-signature", rec.raw, rec.peer),
+                    detail=f"report {report.id[:64]} from {report.serial}",
+                )
+                return Refused("bad-signature", "signature missing or wrong")
+        contract = config.contracts.get(device.contract) if device else None
+        cov = coverage_of(device, contract, received)
+
+        def tx(conn: sqlite3.Connection) -> tuple[Accepted, incidents.Context]:
+            ctx = incidents.Context(config, self.clock.now())
+            found = conn.execute(
+                "SELECT seq, coverage, incident FROM alarms WHERE device = ? AND report_id = ?",
+                (report.serial, report.id),
+            ).fetchone()
+            if found is not None:
+                return Accepted(found[0], report.id, True, found[1], found[2]), ctx
+            cur = conn.execute(
+                "INSERT INTO alarms (device, report_id, channel, format, severity, component,"
+                " code, message, model, host, occurred, received_at, stored_at, coverage,"
+                " contract, peer, raw) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    report.serial, report.id, rec.channel, rec.format, report.severity,
+                    report.component, report.code, report.message, report.model, report.host,
+                    report.occurred.isoformat() if report.occurred else None,
+                    received.timestamp(), ctx.ts, cov.value,
+                    contract.id if contract else None, rec.peer[:200], rec.raw[:RAW_CAP],
+                ),
+            )
+            seq = cur.lastrowid
+            assert seq is not None
+            incident = None
+            if cov is Coverage.COVERED and contract is not None:
+                outcome = incidents.on_alarm(
+                    conn, ctx, contract, report.serial, report.component, report.code,
+                    report.severity, report.message, time.time(),
+                )
+                incident = outcome.incident
+                if outcome.folded:
+                    ctx.steps.append("folded")
+                if incident is not None:
+                    conn.execute("UPDATE alarms SET incident = ? WHERE seq = ?", (incident, seq))
+            return Accepted(seq, report.id, False, cov.value, incident), ctx
+
+        accepted, ctx = await self.store.write(tx)
+        m = self.metrics
+        if accepted.duplicate:
+            m.alarms_duplicate.labels(kind="exact").inc()
+        else:
+            m.alarms_received.labels(channel=rec.channel, format=rec.format).inc()
+            m.ingest_seconds.observe(time.perf_counter() - wall_start)
+            if cov is not Coverage.COVERED:
+                m.alarms_uncovered.labels(coverage=cov.value).inc()
+            if "folded" in ctx.steps:
+                m.alarms_duplicate.labels(kind="folded").inc()
+        self._after_commit(ctx)
+        if not accepted.duplicate:
+            log.debug(
+                "alarm stored", seq=accepted.seq, id=report.id, device=report.serial,
+                coverage=cov.value, incident=accepted.incident, channel=rec.channel,
+            )
+        return accepted
+
+    async def reject(self, rej: Rejected, detail: str = "") -> int | None:
+        """Quarantine bad input with its reason; never raises on storage trouble."""
+        self.metrics.alarms_rejected.labels(channel=rej.channel, reason=rej.reason).inc()
+        now = self.clock.now().timestamp()
+
+        def tx(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "INSERT INTO quarantine (channel, reason, detail, peer, received_at, size, raw)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (rej.channel, rej.reason, detail[:500], rej.peer[:200], now, len(rej.raw),
+                 rej.raw[:RAW_CAP]),
+            )
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
+        log.info("input rejected", channel=rej.channel, reason=rej.reason, peer=rej.peer,
+                 size=len(rej.raw), detail=detail[:200])
+        try:
+            return await self.store.write(tx)
+        except StorageUnavailable as exc:
+            log.error("quarantine write failed", error=str(exc))
+            return None
+
+    # -- people ---------------------------------------------------------------
+
+    async def acknowledge(self, incident: int, by: str) -> bool:
+        return await self._run(lambda conn, ctx: incidents.acknowledge(conn, ctx, incident, by))
+
+    async def resolve(self, incident: int, by: str) -> None:
+        await self._run(lambda conn, ctx: incidents.resolve(conn, ctx, incident, by))
+
+    async def _run(
+        self, fn: Callable[[sqlite3.Connection, incidents.Context], T]
+    ) -> T:
+        config = self.config
+
+        def tx(conn: sqlite3.Connection) -> tuple[T, incidents.Context]:
+            ctx = incidents.Context(config, self.clock.now())
+            return fn(conn, ctx), ctx
+
+        result, ctx = await self.store.write(tx)
+        self._after_commit(ctx)
+        return result
+
+    async def run_step(
+        self, fn: Callable[[sqlite3.Connection, incidents.Context], T]
+    ) -> T:
+        """Scheduler work goes through the same commit-then-publish path."""
+        return await self._run(fn)
+
+    def _after_commit(self, ctx: incidents.Context) -> None:
+        m = self.metrics
+        for plan, severity in ctx.raised:
+            m.incidents_raised.labels(plan=plan, severity=severity).inc()
+        if ctx.sla_breaches:
+            m.sla_breaches.inc(ctx.sla_breaches)
+        for step in ctx.steps:
+            if step != "folded":
+                m.scheduler_steps.labels(step=step).inc()
+        if ctx.changes:
+            self.bus.publish(ctx.changes)
+            # New or moved incidents may owe a step sooner than the
+            # scheduler's current sleep.
+            self.scheduler_wake.set()
+        if ctx.notices:
+            self.work_added.set()

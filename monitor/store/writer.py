@@ -1,0 +1,160 @@
+"""Group-commit writer: one thread owns the write connection.
+
+Callers hand in a function of the connection and await its result.  The
+thread takes *everything* waiting, runs each function inside one transaction
+(each under its own SAVEPOINT, so one failing function does not undo its
+neighbours), commits once — one fsync for the whole batch — and only then
+resolves the callers' futures.  That is both the durability rule ("durable
+before acknowledged") and the throughput lever (PERF.md: ~7,000 commits/s
+per row vs ~48,000 rows/s in batches of 100).
+
+Why not aiosqlite: it is the same idea (a thread that owns a connection) but
+hops to the thread once per statement and exposes no way to run a batch of
+caller functions in one transaction; doing the batching here keeps one hop
+per *batch*.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import structlog
+
+log = structlog.get_logger("monitor.store")
+
+T = TypeVar("T")
+
+MAX_BATCH = 1000
+
+
+class StorageUnavailable(Exception):
+    """The store cannot take writes now (disk full, locked, closed)."""
+
+
+class _Job:
+    __slots__ = ("fn", "future", "loop")
+
+    def __init__(
+        self,
+        fn: Callable[[sqlite3.Connection], Any],
+        future: asyncio.Future[Any],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.fn = fn
+        self.future = future
+        self.loop = loop
+
+
+def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+class GroupCommitWriter:
+    def __init__(self, connect: Callable[[], sqlite3.Connection], name: str = "store-writer"):
+        self._connect = connect
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._closed = False
+        self._started = threading.Event()
+        self._start_error: BaseException | None = None
+        self.batches = 0
+        self.jobs = 0
+
+    def start(self) -> None:
+        self._thread.start()
+        self._started.wait()
+        if self._start_error is not None:
+            raise self._start_error
+
+    async def submit(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(conn)` in the next batch; return after its commit."""
+        if self._closed:
+            raise StorageUnavailable("store is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Job(fn, future, loop))
+        return await future
+
+    def close(self) -> None:
+        """Flush what is queued, then stop the thread (blocking)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._thread.join()
+
+    # -- the thread ---------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            conn = self._connect()
+        except BaseException as exc:  # reported to start()
+            self._start_error = exc
+            self._started.set()
+            return
+        self._started.set()
+        try:
+            stop = False
+            while not stop:
+                first = self._queue.get()
+                if first is None:
+                    break
+                batch = [first]
+                while len(batch) < MAX_BATCH:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        stop = True
+                        break
+                    batch.append(item)
+                self._commit_batch(conn, batch)
+        finally:
+            conn.close()
+
+    def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
+        results: list[tuple[_Job, Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for job in batch:
+                conn.execute("SAVEPOINT job")
+                try:
+                    result = job.fn(conn)
+                except sqlite3.OperationalError as exc:
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    results.append((job, None, StorageUnavailable(str(exc))))
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    results.append((job, None, exc))
+                else:
+                    conn.execute("RELEASE job")
+                    results.append((job, result, None))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            # The batch is not durable: nobody may be told it is.
+            log.error("commit failed", error=str(exc), batch=len(batch))
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            error = StorageUnavailable(str(exc))
+            for job in batch:
+                job.loop.call_soon_threadsafe(_resolve, job.future, None, error)
+            return
+        self.batches += 1
+        self.jobs += len(batch)
+        for job, result, err in results:
+            job.loop.call_soon_threadsafe(_resolve, job.future, result, err)

@@ -1,0 +1,1 @@
+"""Traffic simulator and benchmarks for the express notification service."""
