@@ -15,6 +15,7 @@ BROWSER_DEPS ?= yes
 # rather than hang waiting for a password).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo "sudo -n")
 APT_GET = $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
+APT_INSTALL = $(APT_GET) install -y --no-install-recommends
 
 .DEFAULT_GOAL := help
 .PHONY: help venv setup run test test-deps test-slow bench lint check-config clean distclean
@@ -48,14 +49,14 @@ $(STAMP): pyproject.toml
 test-deps:
 	@if command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto; then :; else \
 	  echo "mosquitto missing: installing it with apt-get"; \
-	  $(APT_GET) install -y mosquitto || { $(APT_GET) update && $(APT_GET) install -y mosquitto; } || { \
+	  $(APT_INSTALL) mosquitto || { $(APT_GET) update && $(APT_INSTALL) mosquitto; } || { \
 	    echo "error: could not install mosquitto (tests start private brokers)." >&2; \
 	    echo "       install it yourself: apt-get install mosquitto" >&2; exit 1; }; \
 	fi
 	@if [ "$(BROWSER_DEPS)" != yes ]; then :; \
 	elif command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; else \
 	  echo "chromium missing: installing it with apt-get"; \
-	  $(APT_GET) install -y chromium || { $(APT_GET) update && $(APT_GET) install -y chromium; } || { \
+	  $(APT_INSTALL) chromium || { $(APT_GET) update && $(APT_INSTALL) chromium; } || { \
 	    echo "error: could not install chromium (dashboard browser tests)." >&2; \
 	    echo "       install it yourself (apt-get install chromium) or run with BROWSER_DEPS=no" >&2; \
 	    exit 1; }; \

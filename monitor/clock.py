@@ -49,8 +49,11 @@ class Clock:
             delay = min(max_wall, max(0.0, (when - self.now()).total_seconds()))
         if delay <= 0 or wake.is_set():
             return
+        # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a
+        # cancellation that arrives as the event fires (cpython #86296).
         try:
-            await asyncio.wait_for(wake.wait(), timeout=delay)
+            async with asyncio.timeout(delay):
+                await wake.wait()
         except TimeoutError:
             pass
 

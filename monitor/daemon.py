@@ -113,16 +113,22 @@ class Daemon:
                 #    requests get DRAIN_SECONDS to finish their commits).
                 for listener in listeners:
                     with contextlib.suppress(Exception):
-                        await asyncio.wait_for(listener.stop(), DRAIN_SECONDS)
+                        async with asyncio.timeout(DRAIN_SECONDS):
+                            await listener.stop()
+                log.debug("listeners stopped; closing HTTP")
                 await runner.cleanup()
+                log.debug("HTTP closed; draining notices")
                 # 2. let notices being sent finish, bounded.
                 if not self._force:
                     await notifier.drain(DRAIN_SECONDS)
+                log.debug("drained; stopping tasks")
                 for task in tasks:
                     task.cancel()
         finally:
+            log.debug("tasks stopped")
             with contextlib.suppress(Exception):
                 await runner.cleanup()
+            log.debug("closing store")
             # 3. flush the writer: everything queued is committed or failed.
             await asyncio.to_thread(store.close)
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

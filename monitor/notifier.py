@@ -59,7 +59,8 @@ class Notifier:
                 next_try = await self._dispatch_due()
                 delay = 30.0 if next_try is None else max(0.05, min(30.0, next_try - time.time()))
                 try:
-                    await asyncio.wait_for(self.pipeline.work_added.wait(), timeout=delay)
+                    async with asyncio.timeout(delay):  # not wait_for: see clock.py
+                        await self.pipeline.work_added.wait()
                 except TimeoutError:
                     pass
         finally:

@@ -133,6 +133,9 @@ def build_smtp(t: Table, base_dir: str) -> SmtpConfig | None:
     for key, file in (("tls_cert", tls_cert), ("tls_key", tls_key)):
         if file and not os.path.isfile(file):
             t.error(key, f"no such file: {file}")
+        elif file and not os.access(file, os.R_OK):
+            # check-config runs as the service user, so this is its view.
+            t.error(key, f"not readable by this user: {file}")
     auth_require_tls = t.get("auth_require_tls", as_bool, True)
     if require_auth and not users:
         t.error("require_auth", "true needs at least one entry in users")

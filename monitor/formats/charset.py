@@ -78,7 +78,7 @@ def decode_bytes(data: bytes, label: str | None) -> tuple[str, bool]:
     was decoded with replacement characters; the caller decides whether that
     matters (a recognised alarm is still accepted).
     """
-    if data.isascii() and b"\x1b" not in data:
+    if data.isascii() and b"\x1b" not in data and b"\x0e" not in data:
         # The overwhelmingly common case (and pure 7-bit QP/base64 results).
         return data.decode("ascii"), True
     codec = codec_for(label)
@@ -149,10 +149,13 @@ def _decode_iso2022jp(data: bytes) -> str | None:
     escapes, so on failure we transcode JIS to Shift_JIS and decode as CP932,
     which has them all.
     """
-    try:
-        return data.decode("iso2022_jp")
-    except UnicodeDecodeError:
-        pass
+    # Python's codec passes SO/SI (CP50222 half-width katakana) through as
+    # control characters, so such text goes to the transcoder directly.
+    if b"\x0e" not in data:
+        try:
+            return data.decode("iso2022_jp")
+        except UnicodeDecodeError:
+            pass
     try:
         return _jis_to_sjis(data).decode("cp932")
     except (UnicodeDecodeError, ValueError):

@@ -37,7 +37,9 @@ from monitor.formats.mailtext import (
 
 FORMAT = "esmpro"
 
-_SECTIONS = frozenset({"トラップ名", "ソース名", "イベントID", "詳細メッセージ", "対処方法", "アラートタイプ"})
+_SECTIONS = frozenset(
+    {"トラップ名", "ソース名", "イベントID", "詳細メッセージ", "対処方法", "アラートタイプ"}
+)
 _SECTION = re.compile(r"^\[\s*([^\]]+?)\s*\]\s*(.*)$")
 _HEX_IN_PARENS = re.compile(r"\(\s*(?:0[xX])?([0-9A-Fa-f]{1,8})\s*\)")
 _LONE_HEX = re.compile(r"^(?:0[xX])?([0-9A-Fa-f]{8})$")

@@ -55,9 +55,7 @@ def parse_idrac(mail: MailText) -> Extracted | FormatError | None:
             return FormatError(FORMAT, "no Message ID and no Event line")
     # Unknown (or absent) severity: alarm as a warning rather than drop it.
     severity = _SEVERITY.get(labels.get("severity", "").lower(), "warning")
-    message = (
-        labels.get("message", "") or labels.get("event", "") or mail.subject.strip() or code
-    )
+    message = labels.get("message", "") or labels.get("event", "") or mail.subject.strip() or code
     stamp = labels.get("date/time", "")
     if stamp:
         # The iDRAC's local time of an unnamed zone: keep the text only.

@@ -27,6 +27,25 @@ _BREAK = re.compile(r"<\s*(?:br|/p|/div|/tr|/li|/h\d)\b[^>]*>", re.IGNORECASE)
 _SCRIPT = re.compile(r"<(script|style)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
 
 
+# Header names read by the parsers (bytes, lower-cased → str key).
+WANTED: dict[bytes, str] = {
+    name.encode(): name
+    for name in (
+        "subject",
+        "from",
+        "date",
+        "message-id",
+        "content-type",
+        "content-transfer-encoding",
+        "auto-submitted",
+        "precedence",
+        "x-autoreply",
+        "x-autorespond",
+        "x-autoresponder",
+    )
+}
+
+
 @dataclass(slots=True)
 class Parts:
     """What the format parsers need from the MIME structure."""
@@ -41,7 +60,7 @@ class Parts:
 
 def split(raw: bytes) -> Parts:
     """Headers and body of a mail; the body decoded when it is a single part."""
-    head, body = _split_head(raw)
+    head, body = split_head(raw)
     headers = _parse_headers(head)
     ctype_full = headers.get("content-type", "text/plain")
     ctype = ctype_full.partition(";")[0].strip().lower() or "text/plain"
@@ -81,7 +100,7 @@ def decode_header_value(value: str) -> str:
     return "".join(out)
 
 
-def _split_head(raw: bytes) -> tuple[bytes, bytes]:
+def split_head(raw: bytes) -> tuple[bytes, bytes]:
     if raw.startswith((b"\n", b"\r\n")):
         return b"", raw[2 if raw.startswith(b"\r\n") else 1 :]
     ends = [(i, n) for i, n in ((raw.find(b"\n\n"), 2), (raw.find(b"\n\r\n"), 3)) if i >= 0]
@@ -92,6 +111,11 @@ def _split_head(raw: bytes) -> tuple[bytes, bytes]:
 
 
 def _parse_headers(head: bytes) -> dict[str, str]:
+    """The headers anyone here reads (first occurrence each), unfolded and decoded.
+
+    Only WANTED ones are kept: real mail carries a dozen Received: and
+    DKIM lines nobody here needs to decode.
+    """
     headers: dict[str, str] = {}
     name: str | None = None
     value = b""
@@ -109,10 +133,8 @@ def _parse_headers(head: bytes) -> dict[str, str]:
             continue
         flush()
         key, colon, rest = line.partition(b":")
-        if not colon or not key or not key.isascii() or b" " in key or b"\t" in key:
-            name = None  # the mbox "From " line, or garbage: skipped
-            continue
-        name, value = key.decode("ascii").lower(), rest
+        name = WANTED.get(key.lower()) if colon else None
+        value = rest
     flush()
     return headers
 
@@ -163,7 +185,7 @@ def _walk(raw: bytes, parts: Parts) -> None:
     try:
         msg = email.message_from_bytes(raw)  # compat32: the fast stdlib parser
         leaves = [p for p in msg.walk() if not p.is_multipart()]
-    except Exception:  # noqa: BLE001 - a stdlib parser bug must not lose the mail
+    except Exception:  # a stdlib parser bug must not lose the mail
         return
     plain: Message | None = None
     markup: Message | None = None
@@ -178,18 +200,25 @@ def _walk(raw: bytes, parts: Parts) -> None:
     chosen = plain or markup
     if chosen is not None:
         parts.text, parts.text_ok = _to_text(
-            _payload(chosen), _charset_param(str(chosen.get("content-type", ""))), chosen.get_content_type()
+            _payload(chosen),
+            _charset_param(str(chosen.get("content-type", ""))),
+            chosen.get_content_type(),
         )
 
 
 def _payload(part: Message) -> bytes:
     try:
         raw = part.get_payload(decode=False)
-    except Exception:  # noqa: BLE001
+    except Exception:  # same: never raise on input
         return b""
     if not isinstance(raw, str):
         return b""
-    data = raw.encode("ascii", "surrogateescape")
+    try:
+        # compat32 keeps the undecoded bytes as surrogate escapes…
+        data = raw.encode("ascii", "surrogateescape")
+    except UnicodeEncodeError:
+        # …except where its own header handling already produced real text.
+        data = raw.encode("utf-8", "replace")
     return _decode_cte(data, str(part.get("content-transfer-encoding", "")))
 
 

@@ -48,6 +48,9 @@ def parse_redfish(data: bytes, serial: str) -> list[AlarmReport | RedfishReject]
         payload = _decoder.decode(data)
     except msgspec.DecodeError as exc:
         return [RedfishReject("invalid", f"not JSON: {exc}")]
+    except UnicodeDecodeError:
+        # msgspec raises this (not DecodeError) for bad UTF-8 in a string.
+        return [RedfishReject("invalid", "JSON is not UTF-8")]
     if not isinstance(payload, dict):
         return [RedfishReject("invalid", "payload is not a JSON object")]
     events = payload.get("Events")

@@ -75,7 +75,8 @@ async def events(request: web.Request) -> web.StreamResponse:
                 await resp.write(b"event: reset\ndata: {}\n\n")
                 return resp
             try:
-                seq, incident = await asyncio.wait_for(sub.queue.get(), timeout=KEEPALIVE)
+                async with asyncio.timeout(KEEPALIVE):
+                    seq, incident = await sub.queue.get()
             except TimeoutError:
                 await resp.write(b": keep-alive\n\n")
                 continue
