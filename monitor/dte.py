@@ -155,7 +155,7 @@ class DialupClient:
 
     def command(self, line: str, timeout: float | None = None) -> CommandResult:
         """Send one command line (with its AT) and wait for its final result code."""
-        self._events.clear()  # whatever came before belongs to nothing we wait for
+        self._discard_input()  # a stale CONNECT or OK must not pass for our answer
         self._write(line.encode("ascii") + b"\r")
         deadline = self._monotonic() + (self._opt.command_timeout if timeout is None else timeout)
         info: list[str] = []
@@ -168,6 +168,22 @@ class DialupClient:
         raise ModemError(line, "timeout")
 
     def initialize(self) -> None:
+        """Send the init lines; if the modem does not answer, end a stale call first.
+
+        A modem still in data mode (our previous run died mid-call and the
+        daemon's idle timeout has not struck yet) takes commands for data and
+        stays silent: escape to command mode, hang up, and start again.
+        """
+        try:
+            self._init_lines()
+        except ModemError as exc:
+            if exc.result != "timeout":
+                raise
+            self.escape()
+            self.command("ATH")
+            self._init_lines()
+
+    def _init_lines(self) -> None:
         for line in self._opt.init:
             result = self.command(line)
             if result.final != "OK":
@@ -289,6 +305,13 @@ class DialupClient:
             if data:
                 self._events.extend(self._decoder.feed(data))
         return self._events.popleft()
+
+    def _discard_input(self) -> None:
+        waiting = self._port.in_waiting
+        if waiting > 0:
+            self._port.read(waiting)
+        self._decoder = AnswerDecoder()
+        self._events.clear()
 
     def _write(self, data: bytes) -> None:
         self._port.write(data)

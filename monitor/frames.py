@@ -56,6 +56,10 @@ def encode_frame(payload: bytes) -> bytes:
     return b"\x02" + payload + b"\x03" + b"%04X\r" % crc16(payload)
 
 
+# ACK ids and NAK reasons are CR-terminated lines: no control characters inside.
+_CONTROL_TO_QUESTION: Final = bytes((0x3F if (b < 0x20 or b == 0x7F) else b) for b in range(256))
+
+
 def answer_field(text: str) -> bytes:
     """The bytes of an ACK id or NAK reason as they go on the wire.
 
@@ -66,9 +70,6 @@ def answer_field(text: str) -> bytes:
     """
     raw = text.encode("utf-8", "replace")
     return raw.translate(_CONTROL_TO_QUESTION)
-
-
-_CONTROL_TO_QUESTION: Final = bytes((0x3F if (b < 0x20 or b == 0x7F) else b) for b in range(256))
 
 
 def encode_ack(report_id: str) -> bytes:

@@ -258,6 +258,8 @@ class ModemEngine:
 
     def feed(self, data: bytes, now: float) -> list[Action]:
         """Bytes received from the DTE at wall time `now` (monotonic seconds)."""
+        if not isinstance(data, bytes):
+            data = bytes(data)  # a bytearray/memoryview must not leak into Write.data
         out = self._run_timers(now)
         i, n = 0, len(data)
         while i < n:

@@ -290,3 +290,15 @@ def test_unframeable_reports_are_refused_locally(
         assert client.send("ctl", b"a\x03b").outcome == "rejected"
         assert client.send_alarm(json.loads(alarm(7))) == SendResult("r-7", "ack", "", 1)
     assert len(dce.frames) == 1
+
+
+def test_initialize_ends_a_stale_call(make_line: MakeLine) -> None:
+    # The agent's previous run died in a call that the daemon still holds.
+    dce, port = make_line()
+    port.write(b"ATE0S12=5DT" + NUMBER.encode() + b"\r")  # S12=5: a 0.1 s guard
+    wait_for(lambda: dce.engine.state == "data")
+    client = DialupClient(port, DteOptions(command_timeout=0.5, guard_time=0.2))
+    client.initialize()  # the init line is taken for data: escape, ATH, again
+    assert dce.of(CallEnded) == [CallEnded("hangup")]
+    assert client.dial(NUMBER) == "CONNECT 9600"
+    client.hangup()

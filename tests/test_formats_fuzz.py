@@ -203,3 +203,44 @@ def test_redfish_events(events: list[object]) -> None:
 def test_redfish_any_bytes(data: bytes) -> None:
     out = parse_redfish(data, "S")
     assert all(isinstance(i, AlarmReport | RedfishReject) for i in out)
+
+
+def _mail(subject: bytes, body: bytes, *headers: bytes) -> bytes:
+    return (
+        b"Subject: " + subject + b"\r\n" + b"".join(h + b"\r\n" for h in headers) + b"\r\n" + body
+    )
+
+
+N = 400_000
+PATHOLOGICAL = {
+    "label spaces": _mail(b"x", b"Severity:" + b" " * N + b"x\r\nEvent Code: 1 iLO"),
+    "section spaces": _mail(b"x", "[イベント".encode() + b" " * N + "\r\n[ソース名]\r\n".encode()),
+    "stamp spaces": _mail(
+        b"x",
+        "[ソース名]\r\nS\r\n[イベントID]\r\n1\r\n[詳細メッセージ]\r\n".encode()
+        + "発生時刻 : 2025年1月1日 1:00".encode()
+        + b" " * N,
+    ),
+    "hp spaces": _mail(b"HP AlertMail-1:" + b" " * N, b""),
+    "html lt": _mail(b"x", b"<br" * (N // 3), b"Content-Type: text/html"),
+    "tags": _mail(b"x", b"<" * N, b"Content-Type: text/html"),
+    "at signs": _mail(b"Re: [INC-1]", b"", b"From: " + b"a@" * (N // 2)),
+    "encoded words": _mail(b"=?a?q?" * (N // 6), b""),
+    "mdadm": _mail(b"Fail event on /dev/" + b"a:" * (N // 2), b""),
+    "long lines": _mail(b"x", b"a" * N + b"\r\n" + b"Message ID: " + b"A" * N),
+    "many lines": _mail(b"x", b"\r\n" * N),
+    "qp": _mail(b"x", b"=" * N, b"Content-Transfer-Encoding: quoted-printable"),
+    "b64": _mail(b"x", b"!" * N, b"Content-Transfer-Encoding: base64"),
+    "jis": _mail(b"x", b"\x1b$B" + b"!" * N, b"Content-Type: text/plain; charset=iso-2022-jp"),
+}
+
+
+def test_pathological_inputs_stay_linear() -> None:
+    import time
+
+    for name, raw in PATHOLOGICAL.items():
+        start = time.perf_counter()
+        check(_parse_mail(raw, "x@example.jp", INDEX))
+        check(_parse_text(raw[:60_000], INDEX))
+        elapsed = time.perf_counter() - start
+        assert elapsed < 1.0, f"{name}: {elapsed:.2f} s"

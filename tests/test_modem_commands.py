@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
+from monitor.model import SerialConfig
 from monitor.modem import (
     Action,
     CallEnded,
@@ -290,3 +293,17 @@ def test_reset_during_a_call_hangs_up() -> None:
     assert CallEnded("reset") in actions
     assert written(actions) == OK
     assert modem.state == "command"
+
+
+def test_settings_from_config() -> None:
+    config = SerialConfig(
+        port="loop://", baud=2400, numbers=("0120-223-042",), idle_timeout=timedelta(seconds=30)
+    )
+    settings = ModemSettings.from_config(config, identity="x")
+    assert settings == ModemSettings(2400, ("0120-223-042",), 30.0, "x")
+    assert run(ModemEngine(settings), b"ATD0120223042\r") == b"\r\nCONNECT 2400\r\n"
+
+
+def test_identity_is_printable_ascii() -> None:
+    modem = ModemEngine(ModemSettings(identity="モデム\r\nOK"))
+    assert run(modem, b"ATI\r") == b"\r\n?????OK\r\n" + OK

@@ -40,14 +40,14 @@ FORMAT = "esmpro"
 _SECTIONS = frozenset(
     {"トラップ名", "ソース名", "イベントID", "詳細メッセージ", "対処方法", "アラートタイプ"}
 )
-_SECTION = re.compile(r"^\[\s*([^\]]+?)\s*\]\s*(.*)$")
+_SECTION = re.compile(r"^\[([^\]]*)\](.*)$")
 _HEX_IN_PARENS = re.compile(r"\(\s*(?:0[xX])?([0-9A-Fa-f]{1,8})\s*\)")
 _LONE_HEX = re.compile(r"^(?:0[xX])?([0-9A-Fa-f]{8})$")
 _DECIMAL = re.compile(r"^(\d+)")
 # 発生時刻 : 2025年11月20日 23:05 (+09:00)   (AlertManager relay prefix line)
 _STAMP = re.compile(
     r"(\d{4})年\s*(\d{1,2})月\s*(\d{1,2})日\s*(\d{1,2}):(\d{2})(?::(\d{2}))?"
-    r"\s*\(?\s*(?:UTC|GMT)?\s*([+-])(\d{1,2}):?(\d{2})\s*\)?"
+    r"\s*(?:\(\s*)?(?:(?:UTC|GMT)\s*)?([+-])(\d{1,2}):?(\d{2})"
 )
 # Severity words ESMPRO puts in the alert type, most severe first.
 _WORDS: tuple[tuple[str, str], ...] = (("異常", "critical"), ("警告", "warning"), ("情報", "info"))
@@ -65,10 +65,11 @@ def parse_esmpro(mail: MailText) -> Extracted | FormatError | None:
     current: list[tuple[str, str]] | None = None
     for i, line in enumerate(norm):
         m = _SECTION.match(line)
-        if m is not None and m.group(1) in _SECTIONS:
-            current = sections.setdefault(m.group(1), [])
-            if m.group(2):
-                current.append((m.group(2), m.group(2)))
+        if m is not None and m.group(1).strip() in _SECTIONS:
+            current = sections.setdefault(m.group(1).strip(), [])
+            rest = m.group(2).strip()
+            if rest:
+                current.append((rest, rest))
             continue
         if current is not None:
             if line:

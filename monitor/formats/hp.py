@@ -25,8 +25,8 @@ from monitor.formats.mailtext import (
 )
 
 _ALERTMAIL = re.compile(
-    r"\bHPE?\s+AlertMail-(\d+)\s*:\s*\(?\s*"
-    r"(FATAL|CRITICAL|WARNING\s+MAJOR|WARNING\s+MINOR|WARNING|NORMAL)\s*\)?\s*(.*)$",
+    r"\bHPE?\s+AlertMail-(\d+)\s*:\s*(?:\(\s*)?"
+    r"(FATAL|CRITICAL|WARNING\s+MAJOR|WARNING\s+MINOR|WARNING|NORMAL)\b\s*\)?(.*)$",
     re.IGNORECASE | re.DOTALL,
 )
 _ALERTMAIL_SEVERITY: dict[str, str] = {

@@ -22,9 +22,10 @@ MAX_FIELD = 256
 # `Label: value` with a short label of letters, digits, spaces and a few
 # punctuation marks; applied to NFKC-normalised lines so `Severity：Critical`
 # (full-width colon) matches too.
-_LABEL = re.compile(r"^\s*([A-Za-z][A-Za-z0-9 /_.#()-]{0,40}?)\s*:\s*(.*?)\s*$")
+_LABEL = re.compile(r"^([A-Za-z][A-Za-z0-9 /_.#()-]{0,40}?)\s*:(.*)$")
 
-_ADDR = r"""([^\s<>()\[\]\\,;:"]+@[^\s<>()\[\]\\,;:"]+)"""
+# No '@' inside either half: keeps the match linear on `a@a@a@…` garbage.
+_ADDR = r"""([^\s<>()\[\]\\,;:"@]+@[^\s<>()\[\]\\,;:"@]+)"""
 _BARE = re.compile(r"\s*<?" + _ADDR + r">?\s*$")
 _NAME_ADDR = re.compile(r"<" + _ADDR + r">\s*$")
 
@@ -109,7 +110,7 @@ class MailText:
                     continue
                 m = _LABEL.match(line)
                 if m is not None:
-                    found.setdefault(" ".join(m.group(1).lower().split()), m.group(2))
+                    found.setdefault(" ".join(m.group(1).lower().split()), m.group(2).strip())
             self._labels = found
         return self._labels
 

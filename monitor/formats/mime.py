@@ -22,10 +22,11 @@ from monitor.formats.charset import decode_bytes, decode_unknown
 
 _CHARSET = re.compile(r"""charset\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s;"']+))""", re.IGNORECASE)
 _B64_JUNK = re.compile(rb"[^A-Za-z0-9+/]")
-_TAG = re.compile(r"<[^>]*>")
-_BREAK = re.compile(r"<\s*(?:br|/p|/div|/tr|/li|/h\d)\b[^>]*>", re.IGNORECASE)
-_SCRIPT = re.compile(r"<(script|style)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_TAG = re.compile(r"<[^<>]*>")  # [^<>]: linear on "<<<<…"
+_BREAK = re.compile(r"<\s*(?:br|/p|/div|/tr|/li|/h\d)\b[^<>]*>", re.IGNORECASE)
 
+
+MAX_HEADER = 4096  # bytes kept of any one header
 
 # Header names read by the parsers (bytes, lower-cased → str key).
 WANTED: dict[bytes, str] = {
@@ -122,7 +123,9 @@ def _parse_headers(head: bytes) -> dict[str, str]:
 
     def flush() -> None:
         if name is not None and name not in headers:
-            text = value.strip()
+            # Longer is garbage, and decode_header's regex is quadratic on
+            # long runs of unterminated "=?" words.
+            text = value.strip()[:MAX_HEADER]
             headers[name] = text.decode("ascii") if text.isascii() else decode_unknown(text)
 
     for line in head.split(b"\n"):
@@ -175,8 +178,7 @@ def _to_text(payload: bytes, charset: str | None, ctype: str) -> tuple[str, bool
 
 
 def _html_text(markup: str) -> str:
-    text = _SCRIPT.sub("", markup)
-    text = _BREAK.sub("\n", text)
+    text = _BREAK.sub("\n", markup)
     return html.unescape(_TAG.sub("", text))
 
 

@@ -310,12 +310,10 @@ class DaemonProcess:
     config: Path
     proc: subprocess.Popen[bytes] | None = None
     log: Path | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{load_config(self.config).http.port}"
+    url: str = ""
 
     def start(self, timeout: float = 20.0) -> None:
+        self.url = f"http://127.0.0.1:{load_config(self.config).http.port}"
         self.log = self.config.parent / "daemon.log"
         out = open(self.log, "ab")  # noqa: SIM115 - the child owns it
         self.proc = subprocess.Popen(
