@@ -7,7 +7,7 @@ clock, prints or exits (that is `monitor.cli`'s job).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from monitor.fees import fee
@@ -47,12 +47,23 @@ def _hhmm(minute: int) -> str:
     return f"{minute // 60:02d}:{minute % 60:02d}"
 
 
+def _duration(d: timedelta) -> str:
+    """The config's own spelling: `"2h"`, `"90m"` -> `"1h30m"`, `"1d"`."""
+    seconds = int(d.total_seconds())
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size:
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    return "".join(parts) or "0s"
+
+
 def _plan_line(name: str, plan: PlanSpec, schedule: Schedule) -> str:
     hours = f"{_hhmm(schedule.hours.start)}-{_hhmm(schedule.hours.end)}"
     if plan.response_nbd:
         response = "nbd"
     elif plan.response is not None:
-        response = str(plan.response)
+        response = _duration(plan.response)
     else:
         response = "none"
     return (

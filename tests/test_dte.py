@@ -147,7 +147,8 @@ def make_line() -> Iterator[MakeLine]:
         dce.close()
 
 
-FAST = DteOptions(command_timeout=2.0, connect_timeout=2.0, answer_timeout=0.3, busy_delay=0.05)
+# Short enough for a quick suite, long enough for a loaded CI machine.
+FAST = DteOptions(command_timeout=2.0, connect_timeout=2.0, answer_timeout=0.8, busy_delay=0.05)
 
 
 def alarm(i: int) -> bytes:
@@ -249,7 +250,7 @@ def test_hangup_falls_back_to_escape_and_ath(
     dce, port = make_line(swallow=b"\x04")  # the EOT never arrives
     options = DteOptions(
         init=("ATE0Q0V1", "ATS12=5"),  # 0.1 s guard keeps the test short
-        command_timeout=0.5,
+        command_timeout=1.0,
         guard_time=0.2,
     )
     client = DialupClient(port, options)
@@ -297,7 +298,7 @@ def test_initialize_ends_a_stale_call(make_line: MakeLine) -> None:
     dce, port = make_line()
     port.write(b"ATE0S12=5DT" + NUMBER.encode() + b"\r")  # S12=5: a 0.1 s guard
     wait_for(lambda: dce.engine.state == "data")
-    client = DialupClient(port, DteOptions(command_timeout=0.5, guard_time=0.2))
+    client = DialupClient(port, DteOptions(command_timeout=1.0, guard_time=0.2))
     client.initialize()  # the init line is taken for data: escape, ATH, again
     assert dce.of(CallEnded) == [CallEnded("hangup")]
     assert client.dial(NUMBER) == "CONNECT 9600"

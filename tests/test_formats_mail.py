@@ -596,3 +596,18 @@ def test_text_rejects() -> None:
     assert reason(parse_text(b"hello world\r\n", INDEX)) == "unrecognised"
     assert reason(parse_text(b"\xff\xfe\x80garbage", INDEX)) == "bad-charset"
     assert reason(parse_text(b"x" * 70000, INDEX)) == "too-large"
+
+
+def test_text_with_a_subject_line_in_its_body_is_not_a_mail() -> None:
+    data = b"ESMPRO\r\nnote: x\r\nSubject: not a header block\r\nfree text here\r\n"
+    assert reason(parse_text(data, INDEX)) == "unrecognised"
+
+
+def test_resolution_order_on_a_real_mail() -> None:
+    raw = load("esmpro_iso2022jp.eml")  # コンピュータ名 srv-tky-014 → JPN0020014 by host
+    assert one(parse_mail(raw, "someone@example.jp", INDEX), "esmpro").serial == "JPN0020014"
+    # a configured sender (envelope) beats the host
+    assert one(parse_mail(raw, "esmpro@db01.example.jp", INDEX), "esmpro").serial == "JPN0012345"
+    # a serial in the text beats both
+    raw = raw.replace(b"ESMPRO ALERT", b"ESMPRO ALERT JPN0030002")
+    assert one(parse_mail(raw, "esmpro@db01.example.jp", INDEX), "esmpro").serial == "JPN0030002"

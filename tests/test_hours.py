@@ -20,6 +20,7 @@ from monitor.hours import (
     format_days,
     is_consecutive,
     parse_days,
+    public_holidays,
     schedule_for,
 )
 from monitor.model import (
@@ -488,3 +489,13 @@ def test_schedule_for_applies_override_zone_and_calendar() -> None:
     reloaded = _config(**{c.id: c for c in (c1, c2, c3, c4)})
     assert schedule_for(reloaded, c1) is s1  # a reload keeps warm windows
     assert s2.respond_by(jst(2026, 11, 21, 16, 30)) == jst(2026, 11, 24, 9, 30)
+
+
+def test_public_holidays_codes() -> None:
+    jp = public_holidays("JP", 2026)
+    assert date(2026, 11, 23) in jp and date(2026, 5, 6) in jp and date(2026, 9, 22) in jp
+    assert public_holidays("", 2026) == frozenset()
+    assert date(2026, 10, 3) in public_holidays("DE-BY", 2026)  # Tag der Deutschen Einheit
+    assert public_holidays("JP", 2150) == frozenset()  # outside the package's range
+    with pytest.raises(ValueError, match="unknown holidays country code 'XX'"):
+        public_holidays("XX", 2026)

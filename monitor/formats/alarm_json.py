@@ -98,6 +98,9 @@ def decode_alarm(data: bytes | str) -> AlarmReport | Invalid:
         return Invalid("invalid", str(exc))
     except msgspec.DecodeError as exc:
         return Invalid("invalid", f"not JSON: {exc}")
+    except UnicodeDecodeError:
+        # msgspec raises this (not DecodeError) for bad UTF-8 inside a string.
+        return Invalid("invalid", "JSON is not valid UTF-8")
     return validate(wire)
 
 

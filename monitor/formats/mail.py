@@ -33,7 +33,7 @@ from monitor.formats.esmpro import parse_esmpro
 from monitor.formats.express import is_express_subject, looks_like_body, parse_express
 from monitor.formats.hp import parse_alertmail, parse_ilo
 from monitor.formats.idrac import parse_idrac
-from monitor.formats.mailtext import MAX_FIELD, Extracted, FormatError, MailText
+from monitor.formats.mailtext import MAX_FIELD, Extracted, FormatError, MailText, address_of
 from monitor.formats.mdadm import parse_mdadm
 from monitor.formats.smartd import parse_smartd
 from monitor.model import AlarmReport
@@ -80,6 +80,7 @@ MailOutcome = MailReports | MailAck | MailReject
 
 _INC = re.compile(r"\[INC-(\d{1,18})\]", re.IGNORECASE)
 _MSGID = re.compile(r"<([^<>]*)>")
+_HEADER_LINE = re.compile(rb"[!-9;-~]+:")
 _AUTO_PRECEDENCE = frozenset({"bulk", "junk", "list", "auto_reply"})
 
 # Vendor parsers in the order they are tried: cheap subject matches first.
@@ -151,10 +152,7 @@ def _parse_mail(raw: bytes, envelope_from: str | None, index: DeviceIndex) -> Ma
 
 
 def _parse_text(data: bytes, index: DeviceIndex) -> MailOutcome:
-    head, _ = mime.split_head(data)
-    if head and any(
-        line.lower().startswith(b"subject:") for line in head.split(b"\n") if line[:1] not in b" \t"
-    ):
+    if _looks_like_mail(data):
         return _parse_mail(data, None, index)
     text, ok = decode_bytes(data, None)
     mail = MailText("", text.replace("\r\n", "\n"))
@@ -169,6 +167,23 @@ def _parse_text(data: bytes, index: DeviceIndex) -> MailOutcome:
     return outcome
 
 
+def _looks_like_mail(data: bytes) -> bool:
+    """A text that starts with a header block (every line `Name: …` or folded)
+    holding a Subject: a legacy agent printing a whole mail."""
+    head, _ = mime.split_head(data)
+    lines = [line for line in head.split(b"\n") if line.strip()]
+    if not lines:
+        return False
+    subject = False
+    for line in lines:
+        if line[:1] in (b" ", b"\t"):
+            continue
+        if _HEADER_LINE.match(line) is None:
+            return False
+        subject = subject or line[:8].lower() == b"subject:"
+    return subject
+
+
 def _ack(
     incident: int,
     mail: MailText,
@@ -179,9 +194,7 @@ def _ack(
     why = _automatic(headers, content_type, envelope_from)
     if why is not None:
         return MailReject("auto-reply", _clean(f"INC-{incident}: {why}"))
-    sender = mail.sender()
-    if not sender and envelope_from:
-        sender = MailText("", "", envelope_from).sender()
+    sender = mail.sender() or address_of(envelope_from or "")
     return MailAck(incident, sender)
 
 

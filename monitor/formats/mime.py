@@ -102,6 +102,7 @@ def decode_header_value(value: str) -> str:
 
 
 def split_head(raw: bytes) -> tuple[bytes, bytes]:
+    """(header block, body) at the first empty line; no empty line: all header."""
     if raw.startswith((b"\n", b"\r\n")):
         return b"", raw[2 if raw.startswith(b"\r\n") else 1 :]
     ends = [(i, n) for i, n in ((raw.find(b"\n\n"), 2), (raw.find(b"\n\r\n"), 3)) if i >= 0]

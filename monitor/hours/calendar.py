@@ -24,12 +24,18 @@ def public_holidays(code: str, year: int) -> frozenset[date]:
     `code` is a country code of the `holidays` package ("JP"), optionally with
     a subdivision ("DE-BY", "US-CA").  For Japan this includes substitute
     holidays (振替休日) and citizens' holidays (国民の休日).  Years outside
-    the package's range for the country give an empty set.
+    the package's range for the country give an empty set; an unknown code
+    raises ValueError.
     """
     if not code:
         return frozenset()
     country, _, subdiv = code.partition("-")
-    table = holidays.country_holidays(country, subdiv=subdiv or None, years=year)
+    try:
+        table = holidays.country_holidays(country, subdiv=subdiv or None, years=year)
+    except NotImplementedError:
+        # The package says "not available" this way; config validation can
+        # call this with any year to vet a code.
+        raise ValueError(f"unknown holidays country code {code!r}") from None
     return frozenset(d for d in table if d.year == year)
 
 

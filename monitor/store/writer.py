@@ -124,37 +124,75 @@ class GroupCommitWriter:
             conn.close()
 
     def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
-        results: list[tuple[_Job, Any, BaseException | None]] = []
+        # Fast path: the whole batch in one transaction, no savepoints.  A
+        # job that raises is rare (bad data caught earlier); then the batch
+        # is rolled back and run again with one savepoint per job, so the
+        # failing job alone is undone.  Jobs must not keep state outside the
+        # connection across runs (they build their results inside).
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for job in batch:
-                conn.execute("SAVEPOINT job")
-                try:
-                    result = job.fn(conn)
-                except sqlite3.OperationalError as exc:
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
-                    results.append((job, None, StorageUnavailable(str(exc))))
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
-                    results.append((job, None, exc))
-                else:
-                    conn.execute("RELEASE job")
-                    results.append((job, result, None))
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            # The batch is not durable: nobody may be told it is.
-            log.error("commit failed", error=str(exc), batch=len(batch))
+            results = self._execute(conn, batch, savepoints=False)
+        except _Retry:
             try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-            error = StorageUnavailable(str(exc))
-            for job in batch:
-                job.loop.call_soon_threadsafe(_resolve, job.future, None, error)
-            return
+                results = self._execute(conn, batch, savepoints=True)
+            except _Retry as exc:  # cannot happen with savepoints; be safe
+                results = [(job, None, exc.error) for job in batch]
+        except sqlite3.Error as exc:
+            results = self._fail(conn, batch, exc)
         self.batches += 1
         self.jobs += len(batch)
-        for job, result, err in results:
-            job.loop.call_soon_threadsafe(_resolve, job.future, result, err)
+        # One wake-up of each loop per batch, not one per job.
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, Any, BaseException | None]]]
+        by_loop = {}
+        for item in results:
+            by_loop.setdefault(item[0].loop, []).append(item)
+        for loop, items in by_loop.items():
+            loop.call_soon_threadsafe(_resolve_all, items)
+
+    def _execute(
+        self, conn: sqlite3.Connection, batch: list[_Job], savepoints: bool
+    ) -> list[tuple[_Job, Any, BaseException | None]]:
+        results: list[tuple[_Job, Any, BaseException | None]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        for job in batch:
+            if savepoints:
+                conn.execute("SAVEPOINT job")
+            try:
+                result = job.fn(conn)
+            except Exception as exc:
+                if not savepoints:
+                    conn.execute("ROLLBACK")
+                    raise _Retry(exc) from exc
+                conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+                if isinstance(exc, sqlite3.OperationalError):
+                    exc = StorageUnavailable(str(exc))
+                results.append((job, None, exc))
+                continue
+            if savepoints:
+                conn.execute("RELEASE job")
+            results.append((job, result, None))
+        conn.execute("COMMIT")
+        return results
+
+    def _fail(
+        self, conn: sqlite3.Connection, batch: list[_Job], exc: sqlite3.Error
+    ) -> list[tuple[_Job, Any, BaseException | None]]:
+        # The batch is not durable: nobody may be told it is.
+        log.error("commit failed", error=str(exc), batch=len(batch))
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+        error = StorageUnavailable(str(exc))
+        return [(job, None, error) for job in batch]
+
+
+class _Retry(Exception):
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _resolve_all(items: list[tuple[_Job, Any, BaseException | None]]) -> None:
+    for job, result, error in items:
+        _resolve(job.future, result, error)
