@@ -86,6 +86,10 @@ test-slow: $(STAMP) test-deps
 # More benchmark scripts (benchmarks/) get their own lines here.
 bench: $(STAMP) test-deps
 	$(BIN)/pytest tests/bench -m bench --benchmark-enable $(PYTEST_ARGS)
+	$(BIN)/python benchmarks/bench_writer.py
+	@command -v wrk >/dev/null && command -v prometheus-alertmanager >/dev/null || \
+	  $(APT_INSTALL) wrk prometheus-alertmanager
+	$(BIN)/python benchmarks/bench_http.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -85,15 +85,19 @@ class EmbeddedBroker:
                 f"embedded MQTT broker cannot listen on {self.host}:{self.port}: {exc}"
             ) from exc
         self._broker = broker
-        log.info("embedded MQTT broker listening", host=self.host, port=self.port,
-                 note="demo broker: keeps nothing across its own restart")
+        log.info(
+            "embedded MQTT broker listening",
+            host=self.host,
+            port=self.port,
+            note="demo broker: keeps nothing across its own restart",
+        )
 
     async def stop(self) -> None:
         broker, self._broker = self._broker, None
         if broker is None:
             return
         try:
-            async with asyncio.timeout(5.0):
+            async with asyncio.timeout(1.5):
                 await broker.shutdown()
         except Exception as exc:  # stopping must never mask the reason we stop
             log.warning("embedded MQTT broker did not shut down cleanly", error=str(exc))

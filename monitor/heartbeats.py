@@ -97,8 +97,13 @@ def on_heartbeat(
     new = replace(base, last_seen=now, interval=interval, silent_since=None)
     if not base.silent:
         return new, None
-    return new, Change(serial, "back", now, "heartbeat",
-                       f"Agent back: heartbeat received (interval {interval:g} s)")
+    return new, Change(
+        serial,
+        "back",
+        now,
+        "heartbeat",
+        f"Agent back: heartbeat received (interval {interval:g} s)",
+    )
 
 
 def on_status(
@@ -119,7 +124,10 @@ def on_status(
         return replace(base, status=word), None
     new = replace(base, status=word, silent_since=now)
     return new, Change(
-        serial, "silent", now, "status",
+        serial,
+        "silent",
+        now,
+        "status",
         "Agent silent: status offline (it disconnected, or its last will fired)",
     )
 
@@ -137,10 +145,13 @@ def on_tick(agent: Agent, now: float, allowance_start: float) -> tuple[Agent, Ch
         return agent, None
     assert agent.interval is not None and agent.last_seen is not None
     last = rfc3339(agent.last_seen)
-    message = (f"Agent silent: no heartbeat for {SILENT_AFTER} intervals of "
-               f"{agent.interval:g} s (last heartbeat {last})")
-    return replace(agent, silent_since=due), Change(agent.serial, "silent", due, "heartbeat",
-                                                    message)
+    message = (
+        f"Agent silent: no heartbeat for {SILENT_AFTER} intervals of "
+        f"{agent.interval:g} s (last heartbeat {last})"
+    )
+    return replace(agent, silent_since=due), Change(
+        agent.serial, "silent", due, "heartbeat", message
+    )
 
 
 def report_id(serial: str, kind: str, at: float) -> str:
@@ -148,8 +159,9 @@ def report_id(serial: str, kind: str, at: float) -> str:
     return f"{prefix}:{serial}:{rfc3339(at)}"
 
 
-def report_for(serial: str, kind: str, at: float, message: str,
-               device: Device | None) -> AlarmReport:
+def report_for(
+    serial: str, kind: str, at: float, message: str, device: Device | None
+) -> AlarmReport:
     when = datetime.fromtimestamp(at, UTC)
     return AlarmReport(
         id=report_id(serial, kind, at),
@@ -191,14 +203,16 @@ _OUTBOX = (
 )
 
 
-def _save(agent: Agent, change: Change | None,
-          now: float) -> Callable[[sqlite3.Connection], None]:
+def _save(agent: Agent, change: Change | None, now: float) -> Callable[[sqlite3.Connection], None]:
     def tx(conn: sqlite3.Connection) -> None:
-        conn.execute(_UPSERT, (agent.serial, agent.last_seen, agent.interval, agent.status,
-                               agent.silent_since))
+        conn.execute(
+            _UPSERT,
+            (agent.serial, agent.last_seen, agent.interval, agent.status, agent.silent_since),
+        )
         if change is not None:
-            conn.execute(_OUTBOX, (change.serial, change.kind, change.at, change.format,
-                                   change.message, now))
+            conn.execute(
+                _OUTBOX, (change.serial, change.kind, change.at, change.format, change.message, now)
+            )
 
     return tx
 
@@ -213,7 +227,8 @@ def _load(conn: sqlite3.Connection) -> list[Agent]:
 def _pending(conn: sqlite3.Connection) -> list[_OutboxRow]:
     rows = conn.execute(
         "SELECT seq, serial, kind, at, format, message, received FROM agent_outbox"
-        " ORDER BY seq LIMIT ?", (OUTBOX_BATCH,),
+        " ORDER BY seq LIMIT ?",
+        (OUTBOX_BATCH,),
     ).fetchall()
     return [_OutboxRow(*tuple(r)) for r in rows]
 
@@ -319,8 +334,9 @@ class HeartbeatTracker:
         dues = (deadline(a, allowance) for a in self.agents.values())
         return min((d for d in dues if d is not None), default=None)
 
-    async def _apply(self, serial: str, before: Agent | None, after: Agent,
-                     change: Change | None, now: float) -> None:
+    async def _apply(
+        self, serial: str, before: Agent | None, after: Agent, change: Change | None, now: float
+    ) -> None:
         # Memory first, synchronously: the next decision (another message,
         # the timer) already sees this one.  Writes reach the group-commit
         # queue in the same order, so the table ends in the same state.
@@ -335,8 +351,12 @@ class HeartbeatTracker:
                     self.agents[serial] = before
             raise
         if change is not None:
-            log.info("agent " + change.kind, serial=serial, at=rfc3339(change.at),
-                     decided_by=change.format)
+            log.info(
+                "agent " + change.kind,
+                serial=serial,
+                at=rfc3339(change.at),
+                decided_by=change.format,
+            )
             self._gauge()
             self._outbox.set()
 
@@ -363,12 +383,20 @@ class HeartbeatTracker:
         for row in rows:
             device = self.rt.config.current.devices.get(row.serial)
             report = report_for(row.serial, row.kind, row.at, row.message, device)
-            raw = msgspec.json.encode({"serial": row.serial, "kind": row.kind,
-                                       "at": rfc3339(row.at), "decided_by": row.format})
-            received = Received(report, self.channel, row.format, raw, peer="heartbeat-tracker",
-                                signed_ok=True)  # synthetic: nobody to sign it
-            result = await self.rt.pipeline.accept(received,
-                                                   datetime.fromtimestamp(row.received, UTC))
+            raw = msgspec.json.encode(
+                {
+                    "serial": row.serial,
+                    "kind": row.kind,
+                    "at": rfc3339(row.at),
+                    "decided_by": row.format,
+                }
+            )
+            received = Received(
+                report, self.channel, row.format, raw, peer="heartbeat-tracker", signed_ok=True
+            )  # synthetic: nobody to sign it
+            result = await self.rt.pipeline.accept(
+                received, datetime.fromtimestamp(row.received, UTC)
+            )
             if isinstance(result, Refused):  # cannot happen for a synthetic report
                 log.error("agent alarm refused", serial=row.serial, reason=result.reason)
             await self.rt.store.write(_delete(row.seq))

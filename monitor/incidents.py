@@ -33,6 +33,7 @@ class Context:
     notices: int = 0
     sla_breaches: int = 0
     steps: list[str] = field(default_factory=list)
+    earliest_due: float | None = None  # earliest next_step_at / respond_by set here
 
     @property
     def ts(self) -> float:
@@ -70,6 +71,10 @@ def _row(conn: sqlite3.Connection, incident: int) -> sqlite3.Row:
 
 def _update(conn: sqlite3.Connection, ctx: Context, row: sqlite3.Row, **values: object) -> None:
     values["updated_at"] = ctx.ts
+    for key in ("next_step_at", "respond_by"):
+        due = values.get(key)
+        if isinstance(due, float) and (ctx.earliest_due is None or due < ctx.earliest_due):
+            ctx.earliest_due = due
     cols = ", ".join(f"{k} = ?" for k in values)
     conn.execute(f"UPDATE incidents SET {cols} WHERE id = ?", (*values.values(), row["id"]))
     record_change(conn, ctx, row["id"], row["contract"])
@@ -368,6 +373,15 @@ def take_step(conn: sqlite3.Connection, ctx: Context, incident: int, wall_now: f
     if nxt is None:
         nxt = ctx.now + max(contract.ack_timeout, timedelta(minutes=1))
     _update(conn, ctx, row, next_step="reminder", next_step_at=nxt.timestamp())
+
+
+def sla_due(conn: sqlite3.Connection, now: float) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM incidents WHERE sla_counted = 0 AND respond_by IS NOT NULL "
+        "AND respond_by <= ? AND state IN ('open', 'notified') LIMIT 1",
+        (now,),
+    ).fetchone()
+    return row is not None
 
 
 def count_sla_breaches(conn: sqlite3.Connection, ctx: Context) -> None:

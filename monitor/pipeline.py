@@ -65,6 +65,7 @@ class Pipeline:
         self._config = config
         self.work_added = asyncio.Event()  # the notifier waits on it
         self.scheduler_wake = clock.waker()
+        self.scheduler_due: float | None = None  # when the scheduler plans to wake
 
     @property
     def config(self) -> Config:
@@ -101,20 +102,6 @@ class Pipeline:
             ).fetchone()
             if found is not None:
                 return Accepted(found[0], report.id, True, found[1], found[2]), ctx
-            cur = conn.execute(
-                "INSERT INTO alarms (device, report_id, channel, format, severity, component,"
-                " code, message, model, host, occurred, received_at, stored_at, coverage,"
-                " contract, peer, raw) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    report.serial, report.id, rec.channel, rec.format, report.severity,
-                    report.component, report.code, report.message, report.model, report.host,
-                    report.occurred.isoformat() if report.occurred else None,
-                    received.timestamp(), ctx.ts, cov.value,
-                    contract.id if contract else None, rec.peer[:200], rec.raw[:RAW_CAP],
-                ),
-            )
-            seq = cur.lastrowid
-            assert seq is not None
             incident = None
             if cov is Coverage.COVERED and contract is not None:
                 outcome = incidents.on_alarm(
@@ -124,8 +111,21 @@ class Pipeline:
                 incident = outcome.incident
                 if outcome.folded:
                     ctx.steps.append("folded")
-                if incident is not None:
-                    conn.execute("UPDATE alarms SET incident = ? WHERE seq = ?", (incident, seq))
+            cur = conn.execute(
+                "INSERT INTO alarms (device, report_id, channel, format, severity, component,"
+                " code, message, model, host, occurred, received_at, stored_at, coverage,"
+                " contract, incident, peer, raw) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    report.serial, report.id, rec.channel, rec.format, report.severity,
+                    report.component, report.code, report.message, report.model, report.host,
+                    report.occurred.isoformat() if report.occurred else None,
+                    received.timestamp(), ctx.ts, cov.value,
+                    contract.id if contract else None, incident, rec.peer[:200],
+                    rec.raw[:RAW_CAP],
+                ),
+            )
+            seq = cur.lastrowid
+            assert seq is not None
             return Accepted(seq, report.id, False, cov.value, incident), ctx
 
         accepted, ctx = await self.store.write(tx)
@@ -208,8 +208,11 @@ class Pipeline:
                 m.scheduler_steps.labels(step=step).inc()
         if ctx.changes:
             self.bus.publish(ctx.changes)
-            # New or moved incidents may owe a step sooner than the
-            # scheduler's current sleep.
+        # Wake the scheduler only when this commit owes a step sooner than
+        # it planned to wake: a storm of folds must not make it re-query.
+        due = ctx.earliest_due
+        if due is not None and (self.scheduler_due is None or due < self.scheduler_due):
+            self.scheduler_due = due
             self.scheduler_wake.set()
         if ctx.notices:
             self.work_added.set()

@@ -35,6 +35,9 @@ class Scheduler:
     async def run(self) -> None:
         while True:
             self.wake.clear()  # before looking: a wake during the pass is kept
+            # None while awake: any commit owing a step during the pass wakes
+            # us again, since the due time read below may predate it.
+            self.pipeline.scheduler_due = None
             try:
                 await self.run_once()
                 due = await self.store.read(incidents.next_due)
@@ -42,6 +45,7 @@ class Scheduler:
                 log.warning("scheduler pass failed", error=str(exc))
                 due = None
                 await asyncio.sleep(1.0)
+            self.pipeline.scheduler_due = due
             when = datetime.fromtimestamp(due, UTC) if due is not None else None
             await self.clock.sleep_until(when, self.wake)
 
@@ -57,6 +61,7 @@ class Scheduler:
                     lambda conn, ctx, i=incident: incidents.take_step(conn, ctx, i, time.time())
                 )
             moved += len(ids)
-            await self.pipeline.run_step(incidents.count_sla_breaches)
+            if await self.store.read(lambda conn: incidents.sla_due(conn, now)):
+                await self.pipeline.run_step(incidents.count_sla_breaches)
             if len(ids) < BATCH:
                 return moved

@@ -59,7 +59,10 @@ def test_status_changes_only_count_once() -> None:
 
     off, change = on_status(agent, S, T0 + 5, online=False)
     assert change is not None and (change.kind, change.at, change.format) == (
-        "silent", T0 + 5, "status")
+        "silent",
+        T0 + 5,
+        "status",
+    )
     assert off.silent_since == T0 + 5
 
     # The retained `offline` replayed on a resubscribe: same as stored, nothing.

@@ -31,12 +31,16 @@ pytestmark = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto not 
 
 async def agent_alarms(d: RunningDaemon, serial: str = SERIAL) -> list[tuple[Any, ...]]:
     return await query(
-        d, "SELECT report_id, severity, component, code, format, channel FROM alarms"
-           " WHERE device = ? AND code = 'AGENT-SILENT' ORDER BY seq", serial)
+        d,
+        "SELECT report_id, severity, component, code, format, channel FROM alarms"
+        " WHERE device = ? AND code = 'AGENT-SILENT' ORDER BY seq",
+        serial,
+    )
 
 
-async def wait_agent_alarms(d: RunningDaemon, n: int,
-                            serial: str = SERIAL) -> list[tuple[Any, ...]]:
+async def wait_agent_alarms(
+    d: RunningDaemon, n: int, serial: str = SERIAL
+) -> list[tuple[Any, ...]]:
     async def check() -> list[tuple[Any, ...]]:
         rows = await agent_alarms(d, serial)
         assert len(rows) <= n, rows
@@ -81,7 +85,8 @@ async def test_heartbeat_timeout_then_clear(
             # Through the pipeline: an incident in service hours, like any alarm.
             incidents = (await d.get("/api/v1/incidents"))["items"]
             assert [(i["code"], i["component"], i["severity"]) for i in incidents] == [
-                ("AGENT-SILENT", "agent", "major")]
+                ("AGENT-SILENT", "agent", "major")
+            ]
 
             await agent.publish(f"express/heartbeat/{SERIAL}", heartbeat(interval=60))
             rows = await wait_agent_alarms(d, 2)
@@ -174,16 +179,23 @@ async def test_owed_announcement_is_sent_after_a_crash(
         await mqtt_up(d)
 
         def owe(conn: Any) -> None:
-            conn.execute("INSERT INTO heartbeats (serial, last_seen, interval, status,"
-                         " silent_since) VALUES (?, 1.0e9, 60, 'online', 1.0e9)", (SERIAL,))
-            conn.execute("INSERT INTO agent_outbox (serial, kind, at, format, message,"
-                         " received) VALUES (?, 'silent', 1.0e9, 'heartbeat', 'x', 1.0e9)",
-                         (SERIAL,))
+            conn.execute(
+                "INSERT INTO heartbeats (serial, last_seen, interval, status,"
+                " silent_since) VALUES (?, 1.0e9, 60, 'online', 1.0e9)",
+                (SERIAL,),
+            )
+            conn.execute(
+                "INSERT INTO agent_outbox (serial, kind, at, format, message,"
+                " received) VALUES (?, 'silent', 1.0e9, 'heartbeat', 'x', 1.0e9)",
+                (SERIAL,),
+            )
             # ...and the same row twice, as after a crash between the
             # pipeline's commit and the outbox delete.
-            conn.execute("INSERT INTO agent_outbox (serial, kind, at, format, message,"
-                         " received) VALUES (?, 'silent', 1.0e9, 'heartbeat', 'x', 1.0e9)",
-                         (SERIAL,))
+            conn.execute(
+                "INSERT INTO agent_outbox (serial, kind, at, format, message,"
+                " received) VALUES (?, 'silent', 1.0e9, 'heartbeat', 'x', 1.0e9)",
+                (SERIAL,),
+            )
 
         await d.rt.store.write(owe)
     async with running(cfg) as d:

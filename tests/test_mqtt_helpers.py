@@ -29,10 +29,22 @@ SERIAL = "JPN0012345"  # C-0001, express-5x9
 CLOCK_START = "2026-11-20T10:00:00+09:00"
 
 
-def mqtt_section(url: str, *, protocol: int = 5, client_id: str = "monitor-test",
-                 share_group: str = "", embedded: bool = False) -> str:
-    lines = ["", "[mqtt]", f'url = "{url}"', f'client_id = "{client_id}"',
-             'topic_prefix = "express"', f"protocol = {protocol}"]
+def mqtt_section(
+    url: str,
+    *,
+    protocol: int = 5,
+    client_id: str = "monitor-test",
+    share_group: str = "",
+    embedded: bool = False,
+) -> str:
+    lines = [
+        "",
+        "[mqtt]",
+        f'url = "{url}"',
+        f'client_id = "{client_id}"',
+        'topic_prefix = "express"',
+        f"protocol = {protocol}",
+    ]
     if share_group:
         lines.append(f'share_group = "{share_group}"')
     if embedded:
@@ -40,23 +52,28 @@ def mqtt_section(url: str, *, protocol: int = 5, client_id: str = "monitor-test"
     return "\n".join(lines) + "\n"
 
 
-def mqtt_config(tmp: Path, url: str, *, clock_start: str | None = CLOCK_START,
-                **kw: Any) -> Path:
+def mqtt_config(tmp: Path, url: str, *, clock_start: str | None = CLOCK_START, **kw: Any) -> Path:
     return write_config(tmp, clock_start=clock_start, extra=mqtt_section(url, **kw))
 
 
 def alarm(report_id: str, serial: str = SERIAL, **fields: Any) -> bytes:
     body: dict[str, Any] = {
-        "v": 1, "id": report_id, "serial": serial, "severity": "major",
-        "component": "PSU1", "code": "PSU-0003", "message": "Power supply 1 failure detected",
+        "v": 1,
+        "id": report_id,
+        "serial": serial,
+        "severity": "major",
+        "component": "PSU1",
+        "code": "PSU-0003",
+        "message": "Power supply 1 failure detected",
     }
     body.update(fields)
     return json.dumps(body).encode()
 
 
 def heartbeat(serial: str = SERIAL, interval: float = 60) -> bytes:
-    return json.dumps({"v": 1, "serial": serial, "sent": "2026-11-20T10:00:00+09:00",
-                       "interval": interval}).encode()
+    return json.dumps(
+        {"v": 1, "serial": serial, "sent": "2026-11-20T10:00:00+09:00", "interval": interval}
+    ).encode()
 
 
 class Agent:
@@ -65,12 +82,20 @@ class Agent:
     `will` is a (topic, payload) Last Will, retained, QoS 1.
     """
 
-    def __init__(self, broker: Mosquitto | tuple[str, int], *, client_id: str | None = None,
-                 will: tuple[str, bytes] | None = None, inflight: int = 100) -> None:
+    def __init__(
+        self,
+        broker: Mosquitto | tuple[str, int],
+        *,
+        client_id: str | None = None,
+        will: tuple[str, bytes] | None = None,
+        inflight: int = 100,
+    ) -> None:
         host, port = (broker.host, broker.port) if isinstance(broker, Mosquitto) else broker
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
-                                  client_id=client_id or f"agent-{uuid.uuid4().hex[:8]}",
-                                  protocol=mqtt.MQTTv311)
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"agent-{uuid.uuid4().hex[:8]}",
+            protocol=mqtt.MQTTv311,
+        )
         self.client.max_inflight_messages_set(inflight)
         if will is not None:
             self.client.will_set(will[0], will[1], qos=1, retain=True)
@@ -102,8 +127,7 @@ class Agent:
         self.client.loop_stop()
 
 
-async def until(check: Callable[[], Awaitable[Any]], what: str,
-                timeout: float = TIMEOUT) -> Any:
+async def until(check: Callable[[], Awaitable[Any]], what: str, timeout: float = TIMEOUT) -> Any:
     """Poll `check` until it returns something truthy; return that."""
     deadline = time.monotonic() + timeout
     while True:

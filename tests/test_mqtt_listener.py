@@ -36,19 +36,35 @@ mosquitto_factory = support.mosquitto_factory
 pytestmark = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto not installed")
 
 REDFISH = {
-    "@odata.type": "#Event.v1_0_2.Event", "Id": "1", "Name": "Events",
+    "@odata.type": "#Event.v1_0_2.Event",
+    "Id": "1",
+    "Name": "Events",
     "Events": [
-        {"MemberId": "1", "EventType": "Alert", "EventId": "3316",
-         "EventTimestamp": "2026-11-20T10:00:04+09:00", "Severity": "Warning",
-         "Message": "Fan 3 speed is below the lower threshold.",
-         "MessageId": "ExampleOEM.1.0.FanSpeedLow",
-         "OriginOfCondition": {"@odata.id": "/redfish/v1/Chassis/1/Thermal"}},
-        {"MemberId": "2", "EventId": "3317", "EventTimestamp": "2026-11-20T10:00:05+09:00",
-         "MessageSeverity": "Critical", "Message": "Power supply PSU2 has failed.",
-         "MessageId": "ExampleVendorEvents.2.1.PowerSupplyFailed",
-         "OriginOfCondition": {"@odata.id": "/redfish/v1/Chassis/1/Power/PSU2"}},
-        {"MemberId": "3", "EventId": "3318", "Message": "no severity at all",
-         "MessageId": "X.1.0.Odd"},
+        {
+            "MemberId": "1",
+            "EventType": "Alert",
+            "EventId": "3316",
+            "EventTimestamp": "2026-11-20T10:00:04+09:00",
+            "Severity": "Warning",
+            "Message": "Fan 3 speed is below the lower threshold.",
+            "MessageId": "ExampleOEM.1.0.FanSpeedLow",
+            "OriginOfCondition": {"@odata.id": "/redfish/v1/Chassis/1/Thermal"},
+        },
+        {
+            "MemberId": "2",
+            "EventId": "3317",
+            "EventTimestamp": "2026-11-20T10:00:05+09:00",
+            "MessageSeverity": "Critical",
+            "Message": "Power supply PSU2 has failed.",
+            "MessageId": "ExampleVendorEvents.2.1.PowerSupplyFailed",
+            "OriginOfCondition": {"@odata.id": "/redfish/v1/Chassis/1/Power/PSU2"},
+        },
+        {
+            "MemberId": "3",
+            "EventId": "3318",
+            "Message": "no severity at all",
+            "MessageId": "X.1.0.Odd",
+        },
     ],
 }
 
@@ -82,16 +98,25 @@ async def test_alarms_stored_bad_input_quarantined_listener_goes_on(
 
             reasons = await until(all_quarantined, "6 quarantined payloads")
             assert sorted(reasons) == sorted(["topic-mismatch"] + ["invalid"] * 5)
-            rows = await query(d, "SELECT report_id, channel, format, peer FROM alarms ORDER BY seq")
-            assert rows == [("ok-1", "mqtt", "json", f"express/alarm/{SERIAL}"),
-                            ("ok-2", "mqtt", "json", f"express/alarm/{SERIAL}")]
+            rows = await query(
+                d, "SELECT report_id, channel, format, peer FROM alarms ORDER BY seq"
+            )
+            assert rows == [
+                ("ok-1", "mqtt", "json", f"express/alarm/{SERIAL}"),
+                ("ok-2", "mqtt", "json", f"express/alarm/{SERIAL}"),
+            ]
             quarantined = await d.get("/api/v1/quarantine")
             mismatch = [q for q in quarantined["items"] if q["reason"] == "topic-mismatch"]
             assert base64.b64decode(mismatch[0]["raw"]) == alarm("mismatch-1")
-            assert await d.metric(
-                'monitor_alarms_rejected_total{channel="mqtt",reason="topic-mismatch"}') == 1
-            assert await d.metric(
-                'monitor_alarms_received_total{channel="mqtt",format="json"}') == 2
+            assert (
+                await d.metric(
+                    'monitor_alarms_rejected_total{channel="mqtt",reason="topic-mismatch"}'
+                )
+                == 1
+            )
+            assert (
+                await d.metric('monitor_alarms_received_total{channel="mqtt",format="json"}') == 2
+            )
 
             async def dup_counted() -> bool:
                 return await d.metric('monitor_alarms_duplicate_total{kind="exact"}') >= 1
@@ -146,8 +171,11 @@ async def test_redfish_events_become_alarms(
 
             # the severity-less event (twice) and the non-object payload
             assert await until(quarantined, "3 rejects") == ["invalid"] * 3
-            rows = await query(d, "SELECT report_id, format, severity, component, code"
-                                  " FROM alarms ORDER BY report_id")
+            rows = await query(
+                d,
+                "SELECT report_id, format, severity, component, code"
+                " FROM alarms ORDER BY report_id",
+            )
             assert rows == [
                 ("3316", "redfish", "warning", "Thermal", "FanSpeedLow"),
                 ("3317", "redfish", "critical", "PSU2", "PowerSupplyFailed"),
@@ -244,8 +272,7 @@ async def test_stop_finishes_in_flight_and_keeps_session(
     try:
         async with running(cfg) as d:
             await mqtt_up(d)
-            infos = [agent.send(f"express/alarm/{SERIAL}", alarm(f"burst-{i}"))
-                     for i in range(n)]
+            infos = [agent.send(f"express/alarm/{SERIAL}", alarm(f"burst-{i}")) for i in range(n)]
 
             async def some() -> bool:
                 return await count_alarms(d) >= 100

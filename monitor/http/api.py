@@ -6,6 +6,7 @@ import json
 from datetime import datetime
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
 from monitor import incidents
@@ -14,7 +15,7 @@ from monitor.clock import SimulatedClock
 from monitor.formats.alarm_json import Invalid, decode_alarm
 from monitor.formats.redfish import parse_redfish
 from monitor.hours import schedule_for
-from monitor.http.auth import ACT, ADMIN, PUSH, READ, Principal, principal
+from monitor.http.auth import ACT, ADMIN, PUSH, READ, Principal, not_found, principal
 from monitor.model import AlarmReport, Received, Rejected
 from monitor.pipeline import Accepted, Refused
 from monitor.runtime import Runtime
@@ -36,7 +37,7 @@ RT = web.AppKey("runtime", Runtime)
 
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(
-        body=json.dumps(data, ensure_ascii=False).encode("utf-8"),
+        body=msgspec.json.encode(data),
         status=status,
         content_type="application/json",
     )
@@ -89,7 +90,7 @@ async def get_incidents(request: web.Request) -> web.Response:
     rows = await rt.store.read(
         lambda conn: list_incidents(
             conn, state=q.get("state") or None, contract=q.get("contract") or None,
-            device=q.get("device") or None, allowed=who.contracts, limit=limit, after=after,
+            device=q.get("device") or None, allowed=who.allowed, limit=limit, after=after,
         )
     )
     zone = rt.zone
@@ -100,16 +101,13 @@ async def _visible_incident(request: web.Request, who: Principal) -> int:
     try:
         incident = int(request.match_info["id"])
     except ValueError:
-        raise web.HTTPNotFound(text='{"error": "no such incident"}',
-                               content_type="application/json") from None
+        raise not_found("incident") from None
     rt = _rt(request)
     row = await rt.store.read(
         lambda conn: conn.execute("SELECT contract FROM incidents WHERE id = ?", (incident,))
         .fetchone()
     )
-    if row is None or not who.sees(row[0]):
-        raise web.HTTPNotFound(text='{"error": "no such incident"}',
-                               content_type="application/json")
+    who.require(row[0] if row else None, "incident", exists=row is not None)
     return incident
 
 
@@ -119,7 +117,7 @@ async def get_incident(request: web.Request) -> web.Response:
     rt = _rt(request)
     found = await rt.store.read(lambda conn: incident_detail(conn, incident))
     if found is None:
-        return _error(404, "no such incident")
+        raise not_found("incident")
     row, alarms, notices = found
     zone = rt.zone
     out = incident_json(row, zone)
@@ -191,7 +189,7 @@ async def get_alarms(request: web.Request) -> web.Response:
     rows = await rt.store.read(
         lambda conn: list_alarms(
             conn, device=q.get("device") or None, coverage=q.get("coverage") or None,
-            allowed=who.contracts, limit=limit, after=after,
+            allowed=who.allowed, limit=limit, after=after,
         )
     )
     zone = rt.zone
@@ -204,7 +202,7 @@ async def get_alarm(request: web.Request) -> web.Response:
     try:
         seq = int(request.match_info["seq"])
     except ValueError:
-        return _error(404, "no such alarm")
+        raise not_found("alarm") from None
     row = await rt.store.read(
         lambda conn: conn.execute(
             "SELECT seq, report_id, channel, format, device, severity, component, code, message,"
@@ -212,8 +210,7 @@ async def get_alarm(request: web.Request) -> web.Response:
             " WHERE seq = ?", (seq,),
         ).fetchone()
     )
-    if row is None or not who.sees(row["contract"]):
-        return _error(404, "no such alarm")
+    who.require(row["contract"] if row else None, "alarm", exists=row is not None)
     return _json(alarm_json(row, rt.zone))
 
 
@@ -304,8 +301,8 @@ async def get_contract_hours(request: web.Request) -> web.Response:
     rt = _rt(request)
     config = rt.config.current
     contract = config.contracts.get(request.match_info["id"])
-    if contract is None or not who.sees(contract.id):
-        return _error(404, "no such contract")
+    who.require(contract.id if contract else None, "contract", exists=contract is not None)
+    assert contract is not None  # require() raised otherwise
     at: datetime = rt.clock.now()
     if request.query.get("at"):
         try:
@@ -314,6 +311,16 @@ async def get_contract_hours(request: web.Request) -> web.Response:
             return _error(400, "at must be RFC 3339 with an offset")
     n = max(0, min(100, _int_arg(request, "next", 5) or 0))
     return _json(hours_json(schedule_for(config, contract), at, n))
+
+
+async def get_whoami(request: web.Request) -> web.Response:
+    """The caller's role and scope, and the daemon clock's now: the dashboard
+    shows the role, offers only what the role may do (no probing requests
+    that would fail) and runs countdowns on the daemon's clock, which may be
+    simulated."""
+    who = _who(request, (*READ, "agent"))
+    rt = _rt(request)
+    return _json({**who.describe(), "now": rt.clock.now().isoformat()})
 
 
 async def get_quarantine(request: web.Request) -> web.Response:
@@ -367,4 +374,5 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/v1/contracts", get_contracts)
     r.add_get("/api/v1/contracts/{id}/hours", get_contract_hours)
     r.add_get("/api/v1/quarantine", get_quarantine)
+    r.add_get("/api/v1/whoami", get_whoami)
     r.add_post("/api/v1/clock", post_clock)

@@ -62,7 +62,10 @@ CHANNEL = "mqtt"
 RECEIVE_MAXIMUM = 1000  # MQTT 5: unacknowledged messages the broker may send us
 PAUSE_AT = 2000  # handlers in flight before reading pauses (a broker ignoring the above)
 RESUME_AT = 1000
-DRAIN_SECONDS = 3.0  # stop or storage trouble: in-flight handlers get this long
+# Stop or storage trouble: in-flight handlers get this long.  With the
+# DISCONNECT and the embedded broker's shutdown it stays within the daemon's
+# 5 s allowance for a listener's stop().
+DRAIN_SECONDS = 2.5
 STORAGE_PAUSE = 1.0  # at least this long before reconnecting after storage trouble
 STABLE_SECONDS = 10.0  # a connection that lived this long resets the backoff
 
@@ -74,8 +77,9 @@ class Backoff:
     hammering a broker that comes back in lockstep.
     """
 
-    def __init__(self, first: float = 0.5, cap: float = 30.0,
-                 rng: random.Random | None = None) -> None:
+    def __init__(
+        self, first: float = 0.5, cap: float = 30.0, rng: random.Random | None = None
+    ) -> None:
         self.first = first
         self.cap = cap
         self.attempts = 0
@@ -102,8 +106,8 @@ class MqttListener:
         self.backoff = Backoff()
         self._stopping = asyncio.Event()
         self._storage_trouble = asyncio.Event()
-        self._idle = asyncio.Event()  # set while no connection is being served
-        self._idle.set()
+        self._done = asyncio.Event()  # set when run() has cleaned up
+        self._done.set()
         self._handlers: set[asyncio.Task[None]] = set()
         self._conn: MqttConnection | None = None
         self.connects = 0  # successful connects (tests, logs)
@@ -111,8 +115,10 @@ class MqttListener:
     # -- Listener protocol -----------------------------------------------------------
 
     async def run(self) -> None:
-        broker = await self._start_broker()
+        self._done.clear()
+        broker: EmbeddedBroker | None = None
         try:
+            broker = await self._start_broker()
             await self.tracker.load()
             async with asyncio.TaskGroup() as tg:
                 tracker = tg.create_task(self.tracker.run(), name="heartbeat-tracker")
@@ -123,15 +129,19 @@ class MqttListener:
         finally:
             self.tracker.link_down()
             self.rt.set_listener(self.name, False)
-            await self._cancel_handlers()
-            if broker is not None:
-                await broker.stop()
+            try:
+                await self._cancel_handlers()
+                if broker is not None:
+                    await broker.stop()
+            finally:
+                self._done.set()
 
     async def stop(self) -> None:
         """Take no more messages, let in-flight ones be stored and
-        acknowledged, DISCONNECT (the session stays for our next start)."""
+        acknowledged, DISCONNECT (the session stays for our next start),
+        stop the embedded broker if we run one."""
         self._stopping.set()
-        await self._idle.wait()
+        await self._done.wait()
 
     # -- connection ---------------------------------------------------------------
 
@@ -154,7 +164,6 @@ class MqttListener:
                 receive_maximum=RECEIVE_MAXIMUM,
             )
             self._conn = conn
-            self._idle.clear()
             # Cleared before CONNACK: the broker resends what we did not
             # acknowledge right after it, even before our SUBSCRIBE.
             self._storage_trouble.clear()
@@ -166,12 +175,19 @@ class MqttListener:
                 self.connects += 1
                 self.tracker.link_up()
                 self.rt.set_listener(self.name, True)
-                log.info("mqtt connected", broker=str(self.endpoint),
-                         client_id=self.config.client_id, protocol=self.config.protocol,
-                         session_present=present, topics=self.topics)
+                log.info(
+                    "mqtt connected",
+                    broker=str(self.endpoint),
+                    client_id=self.config.client_id,
+                    protocol=self.config.protocol,
+                    session_present=present,
+                    topics=self.topics,
+                )
                 if not present and self.connects > 1:
-                    log.warning("broker had no session for us: reports published while we "
-                                "were away may be lost (broker restarted without persistence?)")
+                    log.warning(
+                        "broker had no session for us: reports published while we "
+                        "were away may be lost (broker restarted without persistence?)"
+                    )
                 await self._serve(conn)
             except ConnectFailed as exc:
                 log.warning("mqtt connection failed", broker=str(self.endpoint), error=str(exc))
@@ -179,7 +195,6 @@ class MqttListener:
                 self.rt.set_listener(self.name, False)
                 self.tracker.link_down()
                 conn.abort()
-                self._idle.set()
             if self._stopping.is_set():
                 return
             if up_since is not None and time.monotonic() - up_since >= STABLE_SECONDS:
@@ -205,18 +220,21 @@ class MqttListener:
             for waiter in waits:
                 waiter.cancel()
         if conn.lost.is_set():
-            log.warning("mqtt connection lost", broker=str(self.endpoint),
-                        reason=conn.disconnect_reason)
+            log.warning(
+                "mqtt connection lost", broker=str(self.endpoint), reason=conn.disconnect_reason
+            )
             return
         # Stopping, or storage trouble: take nothing more; what is in flight
         # finishes (and is acknowledged) first; DISCONNECT keeps the session,
         # so the broker redelivers everything not acknowledged next time.
         conn.pause_reading()
         await self._drain(DRAIN_SECONDS)
-        await conn.disconnect()
+        await conn.disconnect(timeout=1.0)
         if self._storage_trouble.is_set() and not self._stopping.is_set():
-            log.warning("storage unavailable: disconnected from the broker; unacknowledged "
-                        "reports will be redelivered after reconnecting")
+            log.warning(
+                "storage unavailable: disconnected from the broker; unacknowledged "
+                "reports will be redelivered after reconnecting"
+            )
 
     async def _drain(self, timeout: float) -> None:
         if not self._handlers:
@@ -239,7 +257,10 @@ class MqttListener:
         # Runs inside paho's read, on the loop: hand off, never block.
         if self._stopping.is_set() or self._storage_trouble.is_set():
             return  # not acknowledged: redelivered on the next connection
-        task = asyncio.get_running_loop().create_task(self._handle(conn, msg))
+        # Receipt is now, when paho has parsed the packet: the ingest latency
+        # (`stored_at - received_at`) includes any wait for a turn on the loop.
+        received = self.rt.clock.now()
+        task = asyncio.get_running_loop().create_task(self._handle(conn, msg, received))
         self._handlers.add(task)
         task.add_done_callback(self._handler_done)
         if len(self._handlers) >= PAUSE_AT:
@@ -248,12 +269,17 @@ class MqttListener:
     def _handler_done(self, task: asyncio.Task[None]) -> None:
         self._handlers.discard(task)
         conn = self._conn
-        if (conn is not None and len(self._handlers) <= RESUME_AT
-                and not self._stopping.is_set() and not self._storage_trouble.is_set()):
+        if (
+            conn is not None
+            and len(self._handlers) <= RESUME_AT
+            and not self._stopping.is_set()
+            and not self._storage_trouble.is_set()
+        ):
             conn.resume_reading()
 
-    async def _handle(self, conn: MqttConnection, msg: mqtt.MQTTMessage) -> None:
-        received = self.rt.clock.now()
+    async def _handle(
+        self, conn: MqttConnection, msg: mqtt.MQTTMessage, received: datetime
+    ) -> None:
         payload = msg.payload if isinstance(msg.payload, bytes) else bytes(msg.payload)
         try:
             topic = msg.topic
@@ -268,9 +294,12 @@ class MqttListener:
             # A bug, not the peer's fault; still never redeliver forever:
             # keep the bytes in quarantine for a human, then acknowledge.
             log.exception("mqtt message handling failed", topic=topic)
-            if await self.rt.pipeline.reject(
-                Rejected(CHANNEL, "internal-error", payload, topic), repr(exc)
-            ) is None:
+            if (
+                await self.rt.pipeline.reject(
+                    Rejected(CHANNEL, "internal-error", payload, topic), repr(exc)
+                )
+                is None
+            ):
                 self._storage_failed(StorageUnavailable("quarantine unavailable"))
                 return
         conn.ack(msg.mid, msg.qos)
@@ -291,9 +320,12 @@ class MqttListener:
             if isinstance(report, Invalid):
                 await self._reject(report.reason, payload, topic, report.detail)
             elif report.serial != where.serial:
-                await self._reject("topic-mismatch", payload, topic,
-                                   f"topic serial {where.serial!r}, payload serial "
-                                   f"{report.serial[:64]!r}")
+                await self._reject(
+                    "topic-mismatch",
+                    payload,
+                    topic,
+                    f"topic serial {where.serial!r}, payload serial {report.serial[:64]!r}",
+                )
             else:
                 # Refused (bad signature): the pipeline has quarantined it.
                 await pipeline.accept(Received(report, CHANNEL, "json", payload, topic), received)
@@ -313,9 +345,12 @@ class MqttListener:
             if isinstance(beat, Invalid):
                 await self._reject(beat.reason, payload, topic, beat.detail)
             elif beat.serial != where.serial:
-                await self._reject("topic-mismatch", payload, topic,
-                                   f"topic serial {where.serial!r}, payload serial "
-                                   f"{beat.serial[:64]!r}")
+                await self._reject(
+                    "topic-mismatch",
+                    payload,
+                    topic,
+                    f"topic serial {where.serial!r}, payload serial {beat.serial[:64]!r}",
+                )
             else:
                 await self.tracker.heartbeat(where.serial, beat.interval, received)
         else:

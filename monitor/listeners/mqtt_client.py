@@ -237,8 +237,9 @@ class MqttConnection:
             # messages: our in-flight window, hence the commit batch size.
             properties.ReceiveMaximum = self.receive_maximum
         host, port = self.endpoint.host, self.endpoint.port
-        client.connect_async(host, port, self.keepalive, clean_start=clean_start,
-                             properties=properties)
+        client.connect_async(
+            host, port, self.keepalive, clean_start=clean_start, properties=properties
+        )
         try:
             sock = await asyncio.to_thread(client.open_socket)
         except (OSError, ValueError) as exc:
@@ -259,8 +260,9 @@ class MqttConnection:
                 present, reason = await self._connack
         except TimeoutError:
             self.abort()
-            raise ConnectFailed(f"no CONNACK from {self.endpoint} "
-                                f"within {self.connect_timeout:g}s") from None
+            raise ConnectFailed(
+                f"no CONNACK from {self.endpoint} within {self.connect_timeout:g}s"
+            ) from None
         if reason.is_failure:
             self.abort()
             raise ConnectFailed(f"{self.endpoint} refused the connection: {reason}")
@@ -380,8 +382,12 @@ class MqttConnection:
             if not isinstance(sock, BufferedSocket) or sock.pending() <= 0:
                 return
             client.loop_read()
-        if self._sock is sock and self._reading and isinstance(sock, BufferedSocket) \
-                and sock.pending() > 0:
+        if (
+            self._sock is sock
+            and self._reading
+            and isinstance(sock, BufferedSocket)
+            and sock.pending() > 0
+        ):
             self._loop.call_soon(self._readable)
 
     def _writable(self) -> None:
@@ -396,18 +402,21 @@ class MqttConnection:
         if not self.lost.is_set():
             self._misc = self._loop.call_later(MISC_INTERVAL, self._tick)
 
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any,
-                    reason: ReasonCode, properties: Any) -> None:
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, properties: Any
+    ) -> None:
         if not self._connack.done():
             self._connack.set_result((bool(flags.session_present), reason))
 
-    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any,
-                       reason: ReasonCode, properties: Any) -> None:
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, properties: Any
+    ) -> None:
         self.disconnect_reason = str(reason)
         self._mark_lost(str(reason))
 
-    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int,
-                      codes: list[ReasonCode], properties: Any) -> None:
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, codes: list[ReasonCode], properties: Any
+    ) -> None:
         waiter = self._subacks.get(mid)
         if waiter is not None and not waiter.done():
             waiter.set_result(codes)

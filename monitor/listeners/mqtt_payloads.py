@@ -37,7 +37,7 @@ def route(topic: str, prefix: str) -> Route | None:
     head = prefix + "/"
     if not topic.startswith(head):
         return None
-    kind, sep, serial = topic[len(head):].partition("/")
+    kind, sep, serial = topic[len(head) :].partition("/")
     if not sep or not serial or "/" in serial or len(serial) > MAX_SERIAL:
         return None
     for known in KINDS:
