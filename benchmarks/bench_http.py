@@ -66,15 +66,27 @@ def lua_script(path: str, body: str, headers: dict[str, str], run: str) -> str:
     return text
 
 
-def run_wrk(url: str, script: str, duration: int, connections: int, threads: int) -> dict[str, float]:
+def run_wrk(
+    url: str, script: str, duration: int, connections: int, threads: int
+) -> dict[str, float]:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(script)
         name = f.name
     try:
         out = subprocess.run(
-            ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency",
-             "-s", name, url],
-            capture_output=True, text=True, check=True,
+            [
+                "wrk",
+                f"-t{threads}",
+                f"-c{connections}",
+                f"-d{duration}s",
+                "--latency",
+                "-s",
+                name,
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
     finally:
         os.unlink(name)
@@ -84,14 +96,22 @@ def run_wrk(url: str, script: str, duration: int, connections: int, threads: int
     return {"rate": rate, "requests": total, "errors": int(non2xx.group(1)) if non2xx else 0}
 
 
-def alertmanager_run(tmp: Path, duration: int, connections: int, threads: int, run: str) -> dict[str, float]:
+def alertmanager_run(
+    tmp: Path, duration: int, connections: int, threads: int, run: str
+) -> dict[str, float]:
     port = free_port()
     cfg = tmp / "am.yml"
     cfg.write_text('route:\n  receiver: "null"\nreceivers:\n  - name: "null"\n')
     proc = subprocess.Popen(
-        ["prometheus-alertmanager", f"--config.file={cfg}", f"--storage.path={tmp / 'am'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            "prometheus-alertmanager",
+            f"--config.file={cfg}",
+            f"--storage.path={tmp / 'am'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_port("127.0.0.1", port, 20)
@@ -102,18 +122,23 @@ def alertmanager_run(tmp: Path, duration: int, connections: int, threads: int, r
         proc.wait(10)
 
 
-def daemon_run(tmp: Path, duration: int, connections: int, threads: int, run: str) -> dict[str, float]:
+def daemon_run(
+    tmp: Path, duration: int, connections: int, threads: int, run: str
+) -> dict[str, float]:
     cfg = write_config(tmp, clock_start=None, name=f"bench-{run}.toml", db=tmp / f"{run}.db")
     port = int(re.search(r'listen = "127.0.0.1:(\d+)"', cfg.read_text()).group(1))  # type: ignore[union-attr]
     proc = subprocess.Popen(
         [sys.executable, "-m", "monitor.cli", "run", "-c", str(cfg), "--log-level", "warning"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_port("127.0.0.1", port, 20)
         script = lua_script(
-            "/api/v1/alarms", DAEMON_BODY,
-            {"Content-Type": "application/json", "Authorization": "Bearer t-agent"}, run,
+            "/api/v1/alarms",
+            DAEMON_BODY,
+            {"Content-Type": "application/json", "Authorization": "Bearer t-agent"},
+            run,
         )
         result = run_wrk(f"http://127.0.0.1:{port}", script, duration, connections, threads)
         req = urllib.request.Request(f"http://127.0.0.1:{port}/metrics")
@@ -164,10 +189,14 @@ def main() -> None:
         print(json.dumps(out))
         return
     print(f"Alertmanager, single-alert POSTs  {out['alertmanager_alerts_s']:>8} alerts/s")
-    print(f"daemon, durable HTTP push         {out['daemon_alarms_s']:>8} alarms/s "
-          f"(p50 {out['p50_ms']} ms, p99 {out['p99_ms']} ms receipt→durable)")
-    print(f"ratio {out['ratio']:.0%}; non-2xx {out['daemon_errors']}; "
-          f"completed-but-not-stored {out['daemon_lost']}")
+    print(
+        f"daemon, durable HTTP push         {out['daemon_alarms_s']:>8} alarms/s "
+        f"(p50 {out['p50_ms']} ms, p99 {out['p99_ms']} ms receipt→durable)"
+    )
+    print(
+        f"ratio {out['ratio']:.0%}; non-2xx {out['daemon_errors']}; "
+        f"completed-but-not-stored {out['daemon_lost']}"
+    )
 
 
 if __name__ == "__main__":

@@ -16,8 +16,8 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import sqlite3
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -119,11 +119,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         row_rate = median_of(lambda: per_row(_fresh(tmp, "a.db"), args.rows // 4), args.runs)
         batch_rate = median_of(lambda: batched(_fresh(tmp, "b.db"), args.rows), args.runs)
-        many_rate = median_of(
-            lambda: batched(_fresh(tmp, "m.db"), args.rows, many=True), args.runs
-        )
-        results = [group_commit(_fresh(tmp, "c.db"), args.rows, args.callers)
-                   for _ in range(args.runs)]
+        many_rate = median_of(lambda: batched(_fresh(tmp, "m.db"), args.rows, many=True), args.runs)
+        results = [
+            group_commit(_fresh(tmp, "c.db"), args.rows, args.callers) for _ in range(args.runs)
+        ]
     gc_rate = statistics.median(r[0] for r in results)
     mean_batch = statistics.median(r[1] for r in results)
     out = {
@@ -143,10 +142,14 @@ def main() -> None:
     print(f"per-row commit (stdlib)        {out['per_row_commit_rows_s']:>8} rows/s")
     print(f"batched 100 (stdlib, ceiling)  {out['batched_100_rows_s']:>8} rows/s")
     print(f"batched 100 (executemany)      {out['batched_100_executemany_rows_s']:>8} rows/s")
-    print(f"group commit, {args.callers} callers      {out['group_commit_rows_s']:>8} rows/s"
-          f"  (mean batch {out['mean_batch']})")
-    print(f"ratio to per-row: {out['vs_per_row']}x; to batched ceiling: "
-          f"{out['vs_batched_ceiling']:.0%}; to executemany: {out['vs_executemany']:.0%}")
+    print(
+        f"group commit, {args.callers} callers      {out['group_commit_rows_s']:>8} rows/s"
+        f"  (mean batch {out['mean_batch']})"
+    )
+    print(
+        f"ratio to per-row: {out['vs_per_row']}x; to batched ceiling: "
+        f"{out['vs_batched_ceiling']:.0%}; to executemany: {out['vs_executemany']:.0%}"
+    )
 
 
 if __name__ == "__main__":

@@ -48,8 +48,10 @@ def _time(text: str | None, config: Config) -> datetime:
     try:  # a local time without offset: the daemon's zone
         return datetime.fromisoformat(text).replace(tzinfo=ZoneInfo(config.daemon.timezone))
     except ValueError:
-        print(f"error: {text!r} is not a time (use RFC 3339, e.g. 2026-11-20T17:45:00+09:00)",
-              file=sys.stderr)
+        print(
+            f"error: {text!r} is not a time (use RFC 3339, e.g. 2026-11-20T17:45:00+09:00)",
+            file=sys.stderr,
+        )
         raise SystemExit(2) from None
 
 
@@ -115,8 +117,9 @@ class ApiError(Exception):
     pass
 
 
-def _api(config: Config, token: str | None, method: str, path: str,
-         body: dict[str, Any] | None = None) -> Any:
+def _api(
+    config: Config, token: str | None, method: str, path: str, body: dict[str, Any] | None = None
+) -> Any:
     token = token or os.environ.get("MONITOR_TOKEN")
     if not token:
         raise ApiError("no token: pass --token or set MONITOR_TOKEN")
@@ -146,9 +149,11 @@ def _api(config: Config, token: str | None, method: str, path: str,
 
 def _incident_line(inc: dict[str, Any]) -> str:
     when = inc.get("due_at") if inc.get("state") == "deferred" else inc.get("respond_by")
-    return (f"INC-{inc['id']:<6} {inc['state']:<12} {inc['severity']:<8} {inc['contract']:<10} "
-            f"{inc['device']:<14} {inc['code']:<12} x{inc['count']:<4} {when or '-':<29} "
-            f"{inc['title'][:60]}")
+    return (
+        f"INC-{inc['id']:<6} {inc['state']:<12} {inc['severity']:<8} {inc['contract']:<10} "
+        f"{inc['device']:<14} {inc['code']:<12} x{inc['count']:<4} {when or '-':<29} "
+        f"{inc['title'][:60]}"
+    )
 
 
 def cmd_incidents(args: argparse.Namespace) -> int:
@@ -176,17 +181,26 @@ def _incident_id(text: str) -> int:
 
 def cmd_ack(args: argparse.Namespace) -> int:
     config = _load(args.config)
-    inc = _api(config, args.token, "POST", f"/api/v1/incidents/{_incident_id(args.id)}/ack",
-               {"by": args.by or os.environ.get("USER", "cli")})
+    inc = _api(
+        config,
+        args.token,
+        "POST",
+        f"/api/v1/incidents/{_incident_id(args.id)}/ack",
+        {"by": args.by or os.environ.get("USER", "cli")},
+    )
     print(_incident_line(inc))
     return 0
 
 
 def cmd_resolve(args: argparse.Namespace) -> int:
     config = _load(args.config)
-    inc = _api(config, args.token, "POST",
-               f"/api/v1/incidents/{_incident_id(args.id)}/resolve",
-               {"by": args.by or os.environ.get("USER", "cli")})
+    inc = _api(
+        config,
+        args.token,
+        "POST",
+        f"/api/v1/incidents/{_incident_id(args.id)}/resolve",
+        {"by": args.by or os.environ.get("USER", "cli")},
+    )
     print(_incident_line(inc))
     return 0
 

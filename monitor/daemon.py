@@ -71,9 +71,12 @@ class Daemon:
         site = web.TCPSite(runner, config.http.host, config.http.port, reuse_address=True)
         await site.start()
         log.info(
-            "daemon started", http=f"http://{config.http.host}:{config.http.port}/",
-            database=config.daemon.database, clock=config.daemon.clock,
-            instance=config.daemon.instance, summary=config.summary(),
+            "daemon started",
+            http=f"http://{config.http.host}:{config.http.port}/",
+            database=config.daemon.database,
+            clock=config.daemon.clock,
+            instance=config.daemon.instance,
+            summary=config.summary(),
         )
         notify("READY=1\nSTATUS=serving")
 
@@ -87,8 +90,12 @@ class Daemon:
             log.info("shutdown requested", signal=signame)
             stop.set()
 
+        reloads: set[asyncio.Task[bool]] = set()
+
         def on_hup() -> None:
-            loop.create_task(self.reload())
+            task = loop.create_task(self.reload())
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
 
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGTERM, on_term, "SIGTERM")

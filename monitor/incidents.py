@@ -109,8 +109,19 @@ def _queue_notice(
             "INSERT OR IGNORE INTO notices (incident, round, kind, severity, contact, transport,"
             " target, key, status, created_at, next_try, fee_estimate)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
-            (row["id"], round_, kind, severity, contact.name, transport, target, key,
-             ctx.ts, wall_now, fee),
+            (
+                row["id"],
+                round_,
+                kind,
+                severity,
+                contact.name,
+                transport,
+                target,
+                key,
+                ctx.ts,
+                wall_now,
+                fee,
+            ),
         )
         ctx.notices += cur.rowcount
 
@@ -172,7 +183,13 @@ def _notify(
         _queue_notice(conn, ctx, row, contract, index, kind, round_, severity, fee, wall_now)
     step, at = _after_notify_step(sched, ctx.now, contract, index)
     _update(
-        conn, ctx, row, round=round_, contact_index=index, next_step=step, next_step_at=at,
+        conn,
+        ctx,
+        row,
+        round=round_,
+        contact_index=index,
+        next_step=step,
+        next_step_at=at,
         **extra,
     )
 
@@ -205,7 +222,14 @@ def raise_incident(
     kind = "after-hours" if after_hours else "raised"
     ctx.raised.append((plan.name, row["severity"]))
     _notify(
-        conn, ctx, row, contract, 0, kind, 1, wall_now,
+        conn,
+        ctx,
+        row,
+        contract,
+        0,
+        kind,
+        1,
+        wall_now,
         state=IncidentState.OPEN.value,
         raised_at=ctx.ts,
         respond_by=respond_by.timestamp() if respond_by else None,
@@ -248,8 +272,19 @@ def on_alarm(
         "INSERT INTO incidents (contract, plan, device, component, code, fingerprint, severity,"
         " state, title, count, first_seen, last_seen, updated_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, 'deferred', ?, 1, ?, ?, ?)",
-        (contract.id, plan.name, serial, component, code, fingerprint, severity,
-         message[:1024], ctx.ts, ctx.ts, ctx.ts),
+        (
+            contract.id,
+            plan.name,
+            serial,
+            component,
+            code,
+            fingerprint,
+            severity,
+            message[:1024],
+            ctx.ts,
+            ctx.ts,
+            ctx.ts,
+        ),
     )
     assert cur.lastrowid is not None
     row = _row(conn, cur.lastrowid)
@@ -277,8 +312,13 @@ def _fold(
     rose = SEVERITY_RANK[severity] < SEVERITY_RANK[row["severity"]]
     new_severity = severity if rose else row["severity"]
     _update(
-        conn, ctx, row,
-        count=row["count"] + 1, last_seen=ctx.ts, severity=new_severity, recovered_at=None,
+        conn,
+        ctx,
+        row,
+        count=row["count"] + 1,
+        last_seen=ctx.ts,
+        severity=new_severity,
+        recovered_at=None,
     )
     if not rose:
         return
@@ -293,8 +333,16 @@ def _fold(
             row = _row(conn, row["id"])
             for index in range(min(row["contact_index"] + 1, len(contract.contacts))):
                 _queue_notice(
-                    conn, ctx, row, contract, index, "escalated", row["round"], severity,
-                    None, wall_now,
+                    conn,
+                    ctx,
+                    row,
+                    contract,
+                    index,
+                    "escalated",
+                    row["round"],
+                    severity,
+                    None,
+                    wall_now,
                 )
     elif (
         state == IncidentState.DEFERRED
@@ -416,9 +464,14 @@ def acknowledge(conn: sqlite3.Connection, ctx: Context, incident: int, by: str) 
         raise TransitionError(f"INC-{incident} is resolved")
     _cancel_pending(conn, incident, "acknowledged")
     _update(
-        conn, ctx, row,
-        state=IncidentState.ACKNOWLEDGED.value, acknowledged_at=ctx.ts,
-        acknowledged_by=by[:200], next_step=None, next_step_at=None,
+        conn,
+        ctx,
+        row,
+        state=IncidentState.ACKNOWLEDGED.value,
+        acknowledged_at=ctx.ts,
+        acknowledged_by=by[:200],
+        next_step=None,
+        next_step_at=None,
     )
     return True
 
@@ -429,6 +482,11 @@ def resolve(conn: sqlite3.Connection, ctx: Context, incident: int, by: str) -> N
         raise TransitionError(f"INC-{incident} is already resolved")
     _cancel_pending(conn, incident, "resolved")
     _update(
-        conn, ctx, row,
-        state=IncidentState.RESOLVED.value, resolved_at=ctx.ts, next_step=None, next_step_at=None,
+        conn,
+        ctx,
+        row,
+        state=IncidentState.RESOLVED.value,
+        resolved_at=ctx.ts,
+        next_step=None,
+        next_step_at=None,
     )

@@ -28,6 +28,8 @@ def configure(level: str | None = None) -> None:
     )
     # Libraries (aiohttp, amqtt, paho) log through stdlib logging: keep their
     # warnings, as plain lines on the same stream.
-    logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr,
-                        format='{"level": "%(levelname)s", "logger": "%(name)s", '
-                               '"event": "%(message)s"}')
+    logging.basicConfig(
+        level=max(numeric, logging.WARNING),
+        stream=sys.stderr,
+        format='{"level": "%(levelname)s", "logger": "%(name)s", "event": "%(message)s"}',
+    )

@@ -41,9 +41,7 @@ class Metrics:
             ["plan", "severity"],
             registry=r,
         )
-        self.incidents = Gauge(
-            "monitor_incidents", "Incidents by state", ["state"], registry=r
-        )
+        self.incidents = Gauge("monitor_incidents", "Incidents by state", ["state"], registry=r)
         self.notices = Counter(
             "monitor_notices",
             "Notice transport attempts by outcome",

@@ -14,6 +14,7 @@ import asyncio
 import sqlite3
 import time
 from datetime import tzinfo
+
 import aiohttp
 import structlog
 
@@ -78,10 +79,14 @@ class Notifier:
         wall = time.time()
 
         def query(conn: sqlite3.Connection) -> tuple[list[int], float | None]:
-            ids = [r[0] for r in conn.execute(
-                "SELECT id FROM notices WHERE status = 'pending' AND next_try <= ? "
-                "ORDER BY next_try LIMIT 200", (wall,)
-            )]
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT id FROM notices WHERE status = 'pending' AND next_try <= ? "
+                    "ORDER BY next_try LIMIT 200",
+                    (wall,),
+                )
+            ]
             nxt = conn.execute(
                 "SELECT min(next_try) FROM notices WHERE status = 'pending' AND next_try > ?",
                 (wall,),
@@ -127,7 +132,9 @@ class Notifier:
                 "INSERT INTO notice_attempts (notice, attempt, started_at) VALUES (?, ?, ?)",
                 (notice, attempt, wall),
             )
-            inc = conn.execute("SELECT * FROM incidents WHERE id = ?", (row["incident"],)).fetchone()
+            inc = conn.execute(
+                "SELECT * FROM incidents WHERE id = ?", (row["incident"],)
+            ).fetchone()
             row = conn.execute("SELECT * FROM notices WHERE id = ?", (notice,)).fetchone()
             return row, inc
 
@@ -145,9 +152,16 @@ class Notifier:
         outcome = "delivered" if error is None else ("failed" if error.permanent else "retry")
         self.metrics.notices.labels(transport=transport, outcome=outcome).inc()
         log.info(
-            "notice attempt", notice=notice, incident=row["incident"], kind=row["kind"],
-            contact=row["contact"], transport=transport, attempt=attempt, outcome=outcome,
-            key=row["key"], error=str(error) if error else None,
+            "notice attempt",
+            notice=notice,
+            incident=row["incident"],
+            kind=row["kind"],
+            contact=row["contact"],
+            transport=transport,
+            attempt=attempt,
+            outcome=outcome,
+            key=row["key"],
+            error=str(error) if error else None,
         )
         await self._record(row, attempt, outcome, error)
 
@@ -188,7 +202,8 @@ class Notifier:
 
         def tx(conn: sqlite3.Connection, ctx: Context) -> float | None:
             conn.execute(
-                "UPDATE notice_attempts SET outcome = ?, error = ? WHERE notice = ? AND attempt = ?",
+                "UPDATE notice_attempts SET outcome = ?, error = ? "
+                "WHERE notice = ? AND attempt = ?",
                 (outcome, str(error) if error else None, notice, attempt),
             )
             current = conn.execute("SELECT status FROM notices WHERE id = ?", (notice,)).fetchone()
@@ -197,7 +212,8 @@ class Notifier:
             if outcome == "delivered":
                 conn.execute(
                     "UPDATE notices SET status = 'delivered', delivered_at = ?, last_error = NULL "
-                    "WHERE id = ?", (ctx.ts, notice),
+                    "WHERE id = ?",
+                    (ctx.ts, notice),
                 )
                 inc = conn.execute(
                     "SELECT * FROM incidents WHERE id = ?", (row["incident"],)

@@ -73,7 +73,9 @@ class Pipeline:
 
     # -- the door -----------------------------------------------------------
 
-    async def accept(self, rec: Received, received_at: datetime | None = None) -> Accepted | Refused:
+    async def accept(
+        self, rec: Received, received_at: datetime | None = None
+    ) -> Accepted | Refused:
         """Store one report durably; then (only then) it may be acknowledged.
 
         Raises StorageUnavailable when nothing could be stored: the sender
@@ -84,13 +86,13 @@ class Pipeline:
         received = received_at or self.clock.now()
         report = rec.report
         device = config.devices.get(report.serial)
-        if device is not None and device.secret and not rec.signed_ok:
-            if not verify_sig(report, device.secret):
-                await self.reject(
-                    Rejected(rec.channel, "bad-signature", rec.raw, rec.peer),
-                    detail=f"report {report.id[:64]} from {report.serial}",
-                )
-                return Refused("bad-signature", "signature missing or wrong")
+        needs_sig = device is not None and bool(device.secret) and not rec.signed_ok
+        if needs_sig and device and device.secret and not verify_sig(report, device.secret):
+            await self.reject(
+                Rejected(rec.channel, "bad-signature", rec.raw, rec.peer),
+                detail=f"report {report.id[:64]} from {report.serial}",
+            )
+            return Refused("bad-signature", "signature missing or wrong")
         contract = config.contracts.get(device.contract) if device else None
         cov = coverage_of(device, contract, received)
 
@@ -105,8 +107,15 @@ class Pipeline:
             incident = None
             if cov is Coverage.COVERED and contract is not None:
                 outcome = incidents.on_alarm(
-                    conn, ctx, contract, report.serial, report.component, report.code,
-                    report.severity, report.message, time.time(),
+                    conn,
+                    ctx,
+                    contract,
+                    report.serial,
+                    report.component,
+                    report.code,
+                    report.severity,
+                    report.message,
+                    time.time(),
                 )
                 incident = outcome.incident
                 if outcome.folded:
@@ -116,11 +125,23 @@ class Pipeline:
                 " code, message, model, host, occurred, received_at, stored_at, coverage,"
                 " contract, incident, peer, raw) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
-                    report.serial, report.id, rec.channel, rec.format, report.severity,
-                    report.component, report.code, report.message, report.model, report.host,
+                    report.serial,
+                    report.id,
+                    rec.channel,
+                    rec.format,
+                    report.severity,
+                    report.component,
+                    report.code,
+                    report.message,
+                    report.model,
+                    report.host,
                     report.occurred.isoformat() if report.occurred else None,
-                    received.timestamp(), ctx.ts, cov.value,
-                    contract.id if contract else None, incident, rec.peer[:200],
+                    received.timestamp(),
+                    ctx.ts,
+                    cov.value,
+                    contract.id if contract else None,
+                    incident,
+                    rec.peer[:200],
                     rec.raw[:RAW_CAP],
                 ),
             )
@@ -142,8 +163,13 @@ class Pipeline:
         self._after_commit(ctx)
         if not accepted.duplicate:
             log.debug(
-                "alarm stored", seq=accepted.seq, id=report.id, device=report.serial,
-                coverage=cov.value, incident=accepted.incident, channel=rec.channel,
+                "alarm stored",
+                seq=accepted.seq,
+                id=report.id,
+                device=report.serial,
+                coverage=cov.value,
+                incident=accepted.incident,
+                channel=rec.channel,
             )
         return accepted
 
@@ -156,14 +182,27 @@ class Pipeline:
             cur = conn.execute(
                 "INSERT INTO quarantine (channel, reason, detail, peer, received_at, size, raw)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (rej.channel, rej.reason, detail[:500], rej.peer[:200], now, len(rej.raw),
-                 rej.raw[:RAW_CAP]),
+                (
+                    rej.channel,
+                    rej.reason,
+                    detail[:500],
+                    rej.peer[:200],
+                    now,
+                    len(rej.raw),
+                    rej.raw[:RAW_CAP],
+                ),
             )
             assert cur.lastrowid is not None
             return cur.lastrowid
 
-        log.info("input rejected", channel=rej.channel, reason=rej.reason, peer=rej.peer,
-                 size=len(rej.raw), detail=detail[:200])
+        log.info(
+            "input rejected",
+            channel=rej.channel,
+            reason=rej.reason,
+            peer=rej.peer,
+            size=len(rej.raw),
+            detail=detail[:200],
+        )
         try:
             return await self.store.write(tx)
         except StorageUnavailable as exc:
@@ -178,9 +217,7 @@ class Pipeline:
     async def resolve(self, incident: int, by: str) -> None:
         await self._run(lambda conn, ctx: incidents.resolve(conn, ctx, incident, by))
 
-    async def _run(
-        self, fn: Callable[[sqlite3.Connection, incidents.Context], T]
-    ) -> T:
+    async def _run(self, fn: Callable[[sqlite3.Connection, incidents.Context], T]) -> T:
         config = self.config
 
         def tx(conn: sqlite3.Connection) -> tuple[T, incidents.Context]:
@@ -191,9 +228,7 @@ class Pipeline:
         self._after_commit(ctx)
         return result
 
-    async def run_step(
-        self, fn: Callable[[sqlite3.Connection, incidents.Context], T]
-    ) -> T:
+    async def run_step(self, fn: Callable[[sqlite3.Connection, incidents.Context], T]) -> T:
         """Scheduler work goes through the same commit-then-publish path."""
         return await self._run(fn)
 

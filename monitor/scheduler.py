@@ -10,7 +10,9 @@ now (SPEC 4.5: not every step missed).
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import structlog
@@ -55,13 +57,25 @@ class Scheduler:
         moved = 0
         while True:
             now = self.clock.now().timestamp()
-            ids = await self.store.read(lambda conn: incidents.due_steps(conn, now, BATCH))
+            ids, sla = await self.store.read(self._due(now))
             for incident in ids:
-                await self.pipeline.run_step(
-                    lambda conn, ctx, i=incident: incidents.take_step(conn, ctx, i, time.time())
-                )
+                await self.pipeline.run_step(self._step(incident))
             moved += len(ids)
-            if await self.store.read(lambda conn: incidents.sla_due(conn, now)):
+            if sla:
                 await self.pipeline.run_step(incidents.count_sla_breaches)
             if len(ids) < BATCH:
                 return moved
+
+    @staticmethod
+    def _due(now: float) -> Callable[[sqlite3.Connection], tuple[list[int], bool]]:
+        def due(conn: sqlite3.Connection) -> tuple[list[int], bool]:
+            return incidents.due_steps(conn, now, BATCH), incidents.sla_due(conn, now)
+
+        return due
+
+    @staticmethod
+    def _step(incident: int) -> Callable[[sqlite3.Connection, incidents.Context], None]:
+        def step(conn: sqlite3.Connection, ctx: incidents.Context) -> None:
+            incidents.take_step(conn, ctx, incident, time.time())
+
+        return step

@@ -11,8 +11,14 @@ from typing import Any
 from monitor.timefmt import rfc3339
 
 INCIDENT_TIMES = (
-    "first_seen", "last_seen", "due_at", "raised_at", "respond_by", "recovered_at",
-    "acknowledged_at", "resolved_at",
+    "first_seen",
+    "last_seen",
+    "due_at",
+    "raised_at",
+    "respond_by",
+    "recovered_at",
+    "acknowledged_at",
+    "resolved_at",
 )
 
 
@@ -119,7 +125,8 @@ def list_incidents(
     limit: int,
     after: int | None,
 ) -> list[sqlite3.Row]:
-    where, args = ["1"], []
+    where: list[str] = ["1"]
+    args: list[Any] = []
     if state:
         where.append("state = ?")
         args.append(state)
@@ -150,7 +157,8 @@ def list_alarms(
     limit: int,
     after: int | None,
 ) -> list[sqlite3.Row]:
-    where, args = ["1"], []
+    where: list[str] = ["1"]
+    args: list[Any] = []
     if device:
         where.append("device = ?")
         args.append(device)
@@ -165,8 +173,10 @@ def list_alarms(
         where.append("seq < ?")
         args.append(after)
     args.append(limit)
-    cols = "seq, report_id, channel, format, device, severity, component, code, message, " \
+    cols = (
+        "seq, report_id, channel, format, device, severity, component, code, message, "
         "occurred, received_at, stored_at, coverage, contract, incident"
+    )
     sql = f"SELECT {cols} FROM alarms WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?"
     return conn.execute(sql, args).fetchall()
 
@@ -177,9 +187,10 @@ def incident_detail(
     row = conn.execute("SELECT * FROM incidents WHERE id = ?", (incident,)).fetchone()
     if row is None:
         return None
-    alarms = [r[0] for r in conn.execute(
-        "SELECT seq FROM alarms WHERE incident = ? ORDER BY seq", (incident,)
-    )]
+    alarms = [
+        r[0]
+        for r in conn.execute("SELECT seq FROM alarms WHERE incident = ? ORDER BY seq", (incident,))
+    ]
     notices = []
     for n in conn.execute("SELECT * FROM notices WHERE incident = ? ORDER BY id", (incident,)):
         attempts = conn.execute(
@@ -190,4 +201,6 @@ def incident_detail(
 
 
 def state_counts(conn: sqlite3.Connection) -> dict[str, int]:
-    return {r[0]: r[1] for r in conn.execute("SELECT state, count(*) FROM incidents GROUP BY state")}
+    return {
+        r[0]: r[1] for r in conn.execute("SELECT state, count(*) FROM incidents GROUP BY state")
+    }

@@ -18,16 +18,24 @@ import pytest
 from tests.support.daemon import DaemonProcess, write_config
 
 SPEC_METRICS = (
-    "monitor_alarms_received_total", "monitor_alarms_rejected_total",
-    "monitor_alarms_duplicate_total", "monitor_alarms_uncovered_total",
-    "monitor_incidents_raised_total", "monitor_incidents", "monitor_notices_total",
-    "monitor_ingest_seconds", "monitor_notice_seconds", "monitor_sla_breaches_total",
-    "monitor_listener_up", "monitor_agents_silent",
+    "monitor_alarms_received_total",
+    "monitor_alarms_rejected_total",
+    "monitor_alarms_duplicate_total",
+    "monitor_alarms_uncovered_total",
+    "monitor_incidents_raised_total",
+    "monitor_incidents",
+    "monitor_notices_total",
+    "monitor_ingest_seconds",
+    "monitor_notice_seconds",
+    "monitor_sla_breaches_total",
+    "monitor_listener_up",
+    "monitor_agents_silent",
 )
 
 
-def http(url: str, token: str | None = None, body: Any = None,
-         method: str | None = None) -> tuple[int, Any]:
+def http(
+    url: str, token: str | None = None, body: Any = None, method: str | None = None
+) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method)
     if token:
@@ -86,7 +94,9 @@ def test_sighup_with_broken_file_keeps_old_config(proc: DaemonProcess) -> None:
     log = proc.read_log()
     assert "reload rejected; old config kept" in log and "syntax" in log
     # a good file is taken: the customer token now sees C-0001 as well
-    proc.config.write_text(good.replace('contracts = ["C-0002"]', 'contracts = ["C-0001", "C-0002"]'))
+    proc.config.write_text(
+        good.replace('contracts = ["C-0002"]', 'contracts = ["C-0001", "C-0002"]')
+    )
     proc.signal(signal.SIGHUP)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -117,8 +127,15 @@ def test_sigkill_loses_nothing_acknowledged(tmp_path: Path) -> None:
         i = 0
         while not stop.is_set():
             rid = f"k-{n}-{i}"
-            body = {"v": 1, "id": rid, "serial": "JPN0012345", "severity": "major",
-                    "component": f"C{i % 7}", "code": "X-1", "message": "m"}
+            body = {
+                "v": 1,
+                "id": rid,
+                "serial": "JPN0012345",
+                "severity": "major",
+                "component": f"C{i % 7}",
+                "code": "X-1",
+                "message": "m",
+            }
             try:
                 status, _ = http(url, "t-agent", body, "POST")
             except OSError:
@@ -159,8 +176,11 @@ def test_check_config_cli_rejects_with_line(tmp_path: Path) -> None:
     text = cfg.read_text().replace('hours = "08:30-17:30"', 'hours = "08:30-25:00"', 1)
     cfg.write_text(text)
     line = next(i for i, ln in enumerate(text.splitlines(), 1) if "25:00" in ln)
-    res = subprocess.run([sys.executable, "-m", "monitor.cli", "check-config", "-c", str(cfg)],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "monitor.cli", "check-config", "-c", str(cfg)],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 2
     assert f"{cfg}:{line}: plans.express-5x9.hours:" in res.stderr
     assert "Traceback" not in res.stderr

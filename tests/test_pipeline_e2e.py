@@ -55,8 +55,9 @@ async def test_friday_afternoon_to_tuesday(tmp_path: Path) -> None:
             assert hook.received[2]["body"]["round"] == 1
 
             # Staff acknowledge: no more notices for it.
-            status, acked = await d.post(f"/api/v1/incidents/{inc_id}/ack", {"by": "sato"},
-                                         role="staff")
+            status, acked = await d.post(
+                f"/api/v1/incidents/{inc_id}/ack", {"by": "sato"}, role="staff"
+            )
             assert status == 200 and acked["state"] == "acknowledged"
             assert acked["acknowledged_by"] == "sato"
             status, again = await d.post(f"/api/v1/incidents/{inc_id}/ack", {"by": "x"})
@@ -64,8 +65,9 @@ async def test_friday_afternoon_to_tuesday(tmp_path: Path) -> None:
 
             # Friday 17:32: a new fault is deferred to Tuesday 08:30.
             await d.set_clock("2026-11-20T17:32:00+09:00")
-            status, late = await d.alarm(id="r-9", component="FAN2", code="FAN-0001",
-                                         message="Fan 2 stopped")
+            status, late = await d.alarm(
+                id="r-9", component="FAN2", code="FAN-0001", message="Fan 2 stopped"
+            )
             late_inc = (await d.get(f"/api/v1/alarms/{late['seq']}"))["incident"]
             inc = await d.incident(late_inc)
             assert inc["state"] == "deferred"
@@ -164,7 +166,7 @@ async def test_coverage_clear_and_resolve(tmp_path: Path) -> None:
 
         _, a = await d.alarm(id="c-1")
         inc_id = (await d.get(f"/api/v1/alarms/{a['seq']}"))["incident"]
-        _, clear = await d.alarm(id="c-2", severity="clear")
+        await d.alarm(id="c-2", severity="clear")
         inc = await d.incident(inc_id)
         assert inc["recovered_at"] is not None
         await d.alarm(id="c-3")
@@ -200,8 +202,9 @@ async def test_acknowledged_while_deferred_is_not_notified(tmp_path: Path) -> No
 async def test_rejections_are_quarantined(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, clock_start="2026-11-20T10:00:00+09:00")
     async with running(cfg) as d:
-        async with d.session.post(d.url + "/api/v1/alarms", data=b"{not json",
-                                  headers=d.headers("agent")) as resp:
+        async with d.session.post(
+            d.url + "/api/v1/alarms", data=b"{not json", headers=d.headers("agent")
+        ) as resp:
             assert resp.status == 400
             assert (await resp.json())["error"] == "invalid"
         status, body = await d.post("/api/v1/alarms", {"v": 1, "id": "x"}, role="agent")
@@ -216,8 +219,14 @@ async def test_rejections_are_quarantined(tmp_path: Path) -> None:
         from monitor.formats.alarm_json import sign
         from monitor.model import AlarmReport
 
-        rep = AlarmReport(id="s-2", serial="SIGNED0001", severity="major", code="PSU-0003",
-                          message="Power supply 1 failure detected", component="PSU1")
+        rep = AlarmReport(
+            id="s-2",
+            serial="SIGNED0001",
+            severity="major",
+            code="PSU-0003",
+            message="Power supply 1 failure detected",
+            component="PSU1",
+        )
         status, body = await d.alarm(id="s-2", serial="SIGNED0001", sig=sign(rep, "s3cret"))
         assert status == 202, body
 
@@ -229,10 +238,16 @@ async def test_redfish_push(tmp_path: Path) -> None:
             "@odata.type": "#Event.v1_7_0.Event",
             "Id": "1",
             "Events": [
-                {"EventId": "ev-1", "EventTimestamp": "2026-11-20T10:00:00+09:00",
-                 "MessageId": "iLOEvents.2.3.PowerSupplyFailed", "MessageSeverity": "Critical",
-                 "Message": "Power supply 2 failed",
-                 "OriginOfCondition": {"@odata.id": "/redfish/v1/Chassis/1/Power#/PowerSupplies/2"}},
+                {
+                    "EventId": "ev-1",
+                    "EventTimestamp": "2026-11-20T10:00:00+09:00",
+                    "MessageId": "iLOEvents.2.3.PowerSupplyFailed",
+                    "MessageSeverity": "Critical",
+                    "Message": "Power supply 2 failed",
+                    "OriginOfCondition": {
+                        "@odata.id": "/redfish/v1/Chassis/1/Power#/PowerSupplies/2"
+                    },
+                },
                 {"EventId": "ev-2", "MessageId": "x", "MessageSeverity": "Bogus"},
             ],
         }

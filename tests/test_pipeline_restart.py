@@ -15,8 +15,9 @@ from tests.support.daemon import DaemonProcess, running, webhook_receiver, write
 async def test_deferral_due_while_stopped_is_raised_once_at_start(tmp_path: Path) -> None:
     async with webhook_receiver() as hook:
         db = tmp_path / "shared.db"
-        friday = write_config(tmp_path, hook=hook.url, db=db, name="fri.toml",
-                              clock_start="2026-11-20T18:00:00+09:00")
+        friday = write_config(
+            tmp_path, hook=hook.url, db=db, name="fri.toml", clock_start="2026-11-20T18:00:00+09:00"
+        )
         async with running(friday) as d:
             _, a = await d.alarm(id="r-1")
             inc_id = (await d.get(f"/api/v1/alarms/{a['seq']}"))["incident"]
@@ -24,8 +25,9 @@ async def test_deferral_due_while_stopped_is_raised_once_at_start(tmp_path: Path
         assert hook.received == []
 
         # The daemon was down over the due time (Tue 08:30); it starts at 09:10.
-        tuesday = write_config(tmp_path, hook=hook.url, db=db, name="tue.toml",
-                               clock_start="2026-11-24T09:10:00+09:00")
+        tuesday = write_config(
+            tmp_path, hook=hook.url, db=db, name="tue.toml", clock_start="2026-11-24T09:10:00+09:00"
+        )
         async with running(tuesday) as d:
             await hook.wait_for(1)
             inc = await d.incident(inc_id)
@@ -68,16 +70,27 @@ async def test_kill_between_send_and_record_reuses_the_key(tmp_path: Path) -> No
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
-        cfg = write_config(tmp_path, hook=f"http://127.0.0.1:{port}",
-                           clock_start="2026-11-20T10:00:00+09:00")
+        cfg = write_config(
+            tmp_path, hook=f"http://127.0.0.1:{port}", clock_start="2026-11-20T10:00:00+09:00"
+        )
         p = DaemonProcess(cfg)
         proc_holder["p"] = p
         await asyncio.to_thread(p.start)
         async with aiohttp.ClientSession() as s:
-            body = {"v": 1, "id": "crash-1", "serial": "JPN0012345", "severity": "major",
-                    "component": "PSU1", "code": "PSU-0003", "message": "psu"}
-            async with s.post(p.url + "/api/v1/alarms", data=json.dumps(body),
-                              headers={"Authorization": "Bearer t-agent"}) as resp:
+            body = {
+                "v": 1,
+                "id": "crash-1",
+                "serial": "JPN0012345",
+                "severity": "major",
+                "component": "PSU1",
+                "code": "PSU-0003",
+                "message": "psu",
+            }
+            async with s.post(
+                p.url + "/api/v1/alarms",
+                data=json.dumps(body),
+                headers={"Authorization": "Bearer t-agent"},
+            ) as resp:
                 assert resp.status == 202
         for _ in range(200):
             if p.proc is not None and p.proc.poll() is not None:
@@ -94,10 +107,13 @@ async def test_kill_between_send_and_record_reuses_the_key(tmp_path: Path) -> No
         assert len(seen) == 2
         assert seen[1]["key"] == seen[0]["key"]
         assert seen[0]["body"]["attempt"] == 1 and seen[1]["body"]["attempt"] == 2
-        async with aiohttp.ClientSession() as s:
-            async with s.get(p.url + "/api/v1/incidents/1",
-                             headers={"Authorization": "Bearer t-admin"}) as resp:
-                inc = await resp.json()
+        async with (
+            aiohttp.ClientSession() as s,
+            s.get(
+                p.url + "/api/v1/incidents/1", headers={"Authorization": "Bearer t-admin"}
+            ) as resp,
+        ):
+            inc = await resp.json()
         notice = inc["notices"][0]
         assert notice["status"] == "delivered"
         assert [a["outcome"] for a in notice["attempts"]] == ["unknown", "delivered"]
@@ -132,18 +148,20 @@ async def test_event_stream_and_resume(tmp_path: Path) -> None:
             await d.alarm(id="sse-1")  # C-0001: not the customer's
             await d.alarm(id="sse-2", serial="JPN0099999", code="D-1")  # C-0002
             await asyncio.wait_for(reader, 10)
-        ident, kind, inc = events[0]
+        _ident, kind, inc = events[0]
         assert kind == "incident" and inc["contract"] == "C-0002"
 
         # staff see both; resuming after the first event id replays the rest
-        async with d.session.get(d.url + "/api/v1/events",
-                                 headers={**d.headers("staff"), "Last-Event-ID": "0"}) as resp:
+        async with d.session.get(
+            d.url + "/api/v1/events", headers={**d.headers("staff"), "Last-Event-ID": "0"}
+        ) as resp:
             events.clear()
             await asyncio.wait_for(read(resp, 2), 10)
         assert {e[2]["contract"] for e in events} == {"C-0001", "C-0002"}
         # an id from before what is held: reset
-        async with d.session.get(d.url + "/api/v1/events",
-                                 headers={**d.headers("staff"), "Last-Event-ID": "x"}) as resp:
+        async with d.session.get(
+            d.url + "/api/v1/events", headers={**d.headers("staff"), "Last-Event-ID": "x"}
+        ) as resp:
             events.clear()
             await asyncio.wait_for(read(resp, 1), 10)
         assert events[0][1] == "reset"

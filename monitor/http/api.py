@@ -330,6 +330,7 @@ async def get_quarantine(request: web.Request) -> web.Response:
     after = _int_arg(request, "after", None)
 
     def query(conn: Any) -> list[Any]:
+        args: tuple[int, ...]
         if after is None:
             sql, args = "SELECT * FROM quarantine ORDER BY seq DESC LIMIT ?", (limit,)
         else:

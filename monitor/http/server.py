@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import structlog
@@ -56,7 +57,9 @@ async def index(request: web.Request) -> web.FileResponse:
 
 
 @web.middleware
-async def errors(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
     """No traceback ever reaches a client: unexpected errors become a 500 JSON."""
     try:
         return await handler(request)

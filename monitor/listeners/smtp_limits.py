@@ -25,7 +25,9 @@ class PeerRateLimit:
     __slots__ = ("_buckets", "_now", "burst", "rate")
 
     def __init__(
-        self, rate: float, burst: float | None = None,
+        self,
+        rate: float,
+        burst: float | None = None,
         now: Callable[[], float] = time.monotonic,
     ) -> None:
         if rate <= 0:
@@ -60,7 +62,8 @@ class PeerRateLimit:
 
     def _prune(self, now: float) -> None:
         full = [
-            peer for peer, (tokens, at) in self._buckets.items()
+            peer
+            for peer, (tokens, at) in self._buckets.items()
             if tokens + (now - at) * self.rate >= self.burst
         ]
         for peer in full:

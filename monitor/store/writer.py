@@ -17,6 +17,7 @@ per *batch*.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import sqlite3
 import threading
@@ -179,10 +180,8 @@ class GroupCommitWriter:
     ) -> list[tuple[_Job, Any, BaseException | None]]:
         # The batch is not durable: nobody may be told it is.
         log.error("commit failed", error=str(exc), batch=len(batch))
-        try:
+        with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass
         error = StorageUnavailable(str(exc))
         return [(job, None, error) for job in batch]
 

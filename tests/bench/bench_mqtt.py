@@ -104,7 +104,11 @@ def role_consumer(args: argparse.Namespace) -> None:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-sub-{os.getpid()}")
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=f"bench-sub-{os.getpid()}",
+        protocol=mqtt.MQTTv5 if args.protocol == 5 else mqtt.MQTTv311,
+    )
     state = {"count": 0, "first": 0.0, "last": 0.0}
     done = threading.Event()
     subscribed = threading.Event()
@@ -173,7 +177,7 @@ def publish(
     return result
 
 
-def bare_round(workdir: Path, n: int, serial: str) -> float:
+def bare_round(workdir: Path, n: int, serial: str, protocol: int) -> float:
     from tests.support.mosquitto import Mosquitto
 
     with Mosquitto(workdir / "broker-bare", persistence=False) as broker:
@@ -189,6 +193,8 @@ def bare_round(workdir: Path, n: int, serial: str) -> float:
             "bare",
             "--timeout",
             "300",
+            "--protocol",
+            str(protocol),
         )
         assert consumer.stdout is not None
         assert consumer.stdout.readline().strip() == "ready"
@@ -356,7 +362,7 @@ def main() -> None:
         for i in range(args.rounds):
             work = Path(tmp) / f"round{i}"
             work.mkdir()
-            bare = bare_round(work, args.messages, args.serial)
+            bare = bare_round(work, args.messages, args.serial, args.protocol)
             (work / "d").mkdir()
             durable = daemon_round(work / "d", args.messages, args.serial, args.protocol)
             ratio = durable / bare

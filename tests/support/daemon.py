@@ -194,8 +194,14 @@ class RunningDaemon:
             return r.status, await r.json()
 
     async def alarm(self, role: str = "agent", **fields: Any) -> tuple[int, Any]:
-        body = {"v": 1, "severity": "major", "component": "PSU1", "code": "PSU-0003",
-                "message": "Power supply 1 failure detected", "serial": "JPN0012345"}
+        body = {
+            "v": 1,
+            "severity": "major",
+            "component": "PSU1",
+            "code": "PSU-0003",
+            "message": "Power supply 1 failure detected",
+            "serial": "JPN0012345",
+        }
         body.update(fields)
         return await self.post("/api/v1/alarms", body, role)
 
@@ -318,7 +324,9 @@ class DaemonProcess:
         out = open(self.log, "ab")  # noqa: SIM115 - the child owns it
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "monitor.cli", "run", "-c", str(self.config)],
-            stdout=out, stderr=out, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdout=out,
+            stderr=out,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         out.close()
         self.wait_ready(timeout)
