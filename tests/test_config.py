@@ -847,10 +847,10 @@ def test_parse_days_rejects_and_consecutive() -> None:
     for bad in ("", "mon-fry", "monday", "mon..fri"):
         with pytest.raises(ValueError):
             parse_days(bad)
-    assert is_consecutive(parse_days("sat-wed"))
-    assert is_consecutive(parse_days("sun,mon"))
-    assert not is_consecutive(parse_days("mon,wed"))
-    assert not is_consecutive(frozenset())
+    assert is_consecutive(parse_days("sat-wed"), 5)
+    assert is_consecutive(parse_days("sun,mon"), 2)
+    assert not is_consecutive(parse_days("mon,wed"), 2)
+    assert not is_consecutive(frozenset(), 0)
 
 
 # --------------------------------------------------------------------------

@@ -186,7 +186,7 @@ def build_plans(
 
 
 def _fits(days: frozenset[int], n: int) -> bool:
-    return len(days) == n and is_consecutive(days)
+    return is_consecutive(days, n)
 
 
 def _contact(t: Table) -> Contact | None:

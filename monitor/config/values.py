@@ -13,6 +13,7 @@ import json
 import re
 from datetime import datetime, timedelta
 
+from monitor.hours.days import DAY_NAMES, format_days, is_consecutive, parse_days
 from monitor.model import TimeRange
 
 __all__ = [
@@ -34,9 +35,6 @@ def _q(text: str) -> str:
     """Quote a value as TOML would write it (messages quote what the user wrote)."""
     return json.dumps(text, ensure_ascii=False)
 
-
-DAY_NAMES: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_DAY_INDEX = {name: i for i, name in enumerate(DAY_NAMES)}
 
 # Units largest first so "1d2h30m15s" reads naturally; each may appear once.
 _DURATION_RE = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
@@ -185,46 +183,6 @@ def parse_hours(text: str) -> TimeRange:
     if end == start:
         raise ValueError(f'{_q(text)}: start equals end (all day is "00:00-24:00")')
     return TimeRange(start, end)
-
-
-def _day(name: str, whole: str) -> int:
-    key = name.strip().lower()
-    if key not in _DAY_INDEX:
-        raise ValueError(
-            f"{_q(whole)}: unknown day {_q(name.strip())} (use {', '.join(DAY_NAMES)})"
-        )
-    return _DAY_INDEX[key]
-
-
-def parse_days(text: str) -> frozenset[int]:
-    """`"mon-fri"`, wrapping `"sat-wed"`, lists `"mon,wed,fri"` (or mixes
-    like `"mon-wed,sat"`) -> weekday numbers, 0 = Monday."""
-    days: set[int] = set()
-    if not text.strip():
-        raise ValueError('empty day list (e.g. "mon-fri")')
-    for item in text.split(","):
-        if "-" in item:
-            first, _, last = item.partition("-")
-            a, b = _day(first, text), _day(last, text)
-            # Ranges wrap around the week: "sat-wed" is sat, sun, mon, tue, wed.
-            n = (b - a) % 7 + 1
-            days.update((a + k) % 7 for k in range(n))
-        else:
-            days.add(_day(item, text))
-    return frozenset(days)
-
-
-def is_consecutive(days: frozenset[int]) -> bool:
-    """True when `days` is one run of cyclically consecutive weekdays."""
-    n = len(days)
-    if n == 0:
-        return False
-    return any(days == {(s + k) % 7 for k in range(n)} for s in range(7))
-
-
-def format_days(days: frozenset[int]) -> str:
-    """Readable form for messages: `mon,tue,wed`."""
-    return ",".join(DAY_NAMES[d] for d in sorted(days))
 
 
 def parse_datetime(text: str) -> datetime:
