@@ -184,3 +184,73 @@ def test_check_config_cli_rejects_with_line(tmp_path: Path) -> None:
     assert res.returncode == 2
     assert f"{cfg}:{line}: plans.express-5x9.hours:" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_hours_and_fee_cli(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    cfg = write_config(tmp_path)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "monitor.cli", *args, "-c", str(cfg)],
+                              capture_output=True, text=True, timeout=30)
+
+    res = cli("hours", "C-0001", "--at", "2026-11-20T17:45:00+09:00", "--next", "2")
+    assert res.returncode == 0, res.stderr
+    assert "in hours  no" in res.stdout
+    assert "2026-11-24T08:30:00+09:00 .. 2026-11-24T17:30:00+09:00" in res.stdout
+    res = cli("fee", "--start", "2026-11-20T20:30:00+09:00", "--minutes", "100")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "total 22500"
+    res = cli("hours", "C-9")
+    assert res.returncode == 2 and "no contract 'C-9'" in res.stderr
+    res = cli("fee", "--start", "yesterday", "--minutes", "10")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+
+
+def test_systemd_notify_protocol(tmp_path: Path) -> None:
+    """READY once serving, WATCHDOG pings, RELOADING/READY on SIGHUP,
+    STOPPING on SIGTERM — on a real unix datagram socket like systemd's."""
+    import os
+    import socket
+
+    sock_path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(sock_path)
+    sock.settimeout(0.2)
+    cfg = write_config(tmp_path, clock_start=None)
+    p = DaemonProcess(cfg)
+    old = {k: os.environ.get(k) for k in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+    os.environ["NOTIFY_SOCKET"] = sock_path
+    os.environ["WATCHDOG_USEC"] = "400000"  # ping every 0.2 s
+    try:
+        p.start()
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    got: list[str] = []
+
+    def collect(until: str, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and until not in got:
+            try:
+                got.extend(sock.recv(4096).decode().splitlines())
+            except TimeoutError:
+                pass
+
+    try:
+        collect("WATCHDOG=1")
+        assert "READY=1" in got and "WATCHDOG=1" in got
+        p.signal(signal.SIGHUP)
+        collect("RELOADING=1")
+        assert "RELOADING=1" in got
+        assert p.stop() == 0
+        collect("STOPPING=1")
+        assert "STOPPING=1" in got
+    finally:
+        p.kill()
+        sock.close()

@@ -18,8 +18,8 @@ component when a condition goes away"):
   `clear` recovers *every* incident of the serial and component;
 - a component absent from the sample (`present`) is not known to be
   healthy (an array stopped, a disk that vanished): its conditions stand;
-- counter conditions (`clears=False`, EDAC) never clear: a lower count
-  means the counter was reset (reboot), which is a new baseline, not a repair.
+- counter conditions (`clears=False`, EDAC) never clear; a lower count
+  means the counter was reset (a reboot) and what it holds now is new.
 """
 
 from __future__ import annotations
@@ -119,7 +119,12 @@ def _changed(old: Mapping[str, Any], obs: Observation) -> bool:
     if obs.level is None:
         return False
     before = old.get("level")
-    return not isinstance(before, int) or obs.level > before
+    if not isinstance(before, int) or obs.level > before:
+        return True
+    # A counter that never clears went down: it was reset (a reboot), so
+    # what it holds now are new errors.  (A sector count going down is a
+    # repair in progress, not news.)
+    return not obs.clears and obs.level < before
 
 
 def track(

@@ -77,6 +77,7 @@ def make_app(rt: Runtime) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/v1/events", sse.events)
+    sse.setup(app)
     api.add_routes(app)
     app.router.add_get("/", index)
     if STATIC.is_dir():

@@ -13,6 +13,19 @@ from monitor.http.auth import READ, Principal, principal
 from monitor.views import incident_json
 
 KEEPALIVE = 15.0
+# The handlers of open streams. A stream never ends by itself, so without
+# this a shutdown would wait the runner's whole shutdown_timeout for them.
+STREAMS = web.AppKey("sse_streams", set[asyncio.Task[object]])
+
+
+def setup(app: web.Application) -> None:
+    app[STREAMS] = set()
+    app.on_shutdown.append(_close_streams)
+
+
+async def _close_streams(app: web.Application) -> None:
+    for task in list(app[STREAMS]):
+        task.cancel()
 
 
 def _load(conn: sqlite3.Connection, incident: int) -> sqlite3.Row | None:
@@ -27,6 +40,10 @@ async def events(request: web.Request) -> web.StreamResponse:
     who: Principal = principal(request, rt.config.current, READ)
     last_raw = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
     sub = rt.bus.subscribe()
+    streams = request.app.get(STREAMS)
+    me = asyncio.current_task()
+    if streams is not None and me is not None:
+        streams.add(me)
     try:
         resp = web.StreamResponse(
             headers={
@@ -87,3 +104,5 @@ async def events(request: web.Request) -> web.StreamResponse:
         raise
     finally:
         rt.bus.unsubscribe(sub)
+        if streams is not None and me is not None:
+            streams.discard(me)

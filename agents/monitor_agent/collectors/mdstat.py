@@ -116,7 +116,7 @@ def parse_mdstat(text: str) -> list[MdArray]:
         if not line[0].isspace():
             m = _HEADER.match(line)
             close()
-            if m is None or m[1] == "md" or line.startswith(("Personalities", "unused")):
+            if m is None:
                 current = None
                 continue
             head = _header(m[1], m[2], m[3])

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -74,7 +74,6 @@ class SmartStatus:
     failing: tuple[str, ...] = ()  # ATA attributes failing now
     nvme_critical_warning: int | None = None
     nvme_media_errors: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _int(value: object) -> int | None:

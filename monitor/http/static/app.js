@@ -841,7 +841,7 @@ function detailParts(inc, alarms) {
 
 function attemptsList(attempts) {
   if (!attempts.length) return el("span", { class: "none", text: t("detail.no_attempts") });
-  return el("ol", { class: "attempts" }, ...attempts.map((a) => {
+  return el("ul", { class: "attempts" }, ...attempts.map((a) => {
     const [before, after] = t("n.attempt", { n: a.attempt, time: "\u0000", outcome: a.outcome }).split("\u0000");
     return el("li", { "data-outcome": a.outcome }, before, timeEl(a.started_at), after,
       a.error ? el("span", { class: "hint", text: ` ${a.error}` }) : null);
