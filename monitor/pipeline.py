@@ -86,8 +86,8 @@ class Pipeline:
         received = received_at or self.clock.now()
         report = rec.report
         device = config.devices.get(report.serial)
-        needs_sig = device is not None and bool(device.secret) and not rec.signed_ok
-        if needs_sig and device and device.secret and not verify_sig(report, device.secret):
+        secret = device.secret if device is not None else None
+        if secret and not rec.signed_ok and not verify_sig(report, secret):
             await self.reject(
                 Rejected(rec.channel, "bad-signature", rec.raw, rec.peer),
                 detail=f"report {report.id[:64]} from {report.serial}",

@@ -193,8 +193,12 @@ def test_hours_and_fee_cli(tmp_path: Path) -> None:
     cfg = write_config(tmp_path)
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "monitor.cli", *args, "-c", str(cfg)],
-                              capture_output=True, text=True, timeout=30)
+        return subprocess.run(
+            [sys.executable, "-m", "monitor.cli", *args, "-c", str(cfg)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
 
     res = cli("hours", "C-0001", "--at", "2026-11-20T17:45:00+09:00", "--next", "2")
     assert res.returncode == 0, res.stderr

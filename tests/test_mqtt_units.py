@@ -7,12 +7,19 @@ import asyncio
 import random
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from monitor.formats.alarm_json import Invalid
 from monitor.listeners.mqtt import Backoff
-from monitor.listeners.mqtt_client import BufferedSocket, Endpoint, parse_url
+from monitor.listeners.mqtt_client import (
+    BufferedSocket,
+    ConnectFailed,
+    Endpoint,
+    MqttConnection,
+    parse_url,
+)
 from monitor.listeners.mqtt_payloads import (
     Heartbeat,
     Route,
@@ -143,3 +150,63 @@ async def test_embedded_broker(tmp_path: Path) -> None:
         async with d.session.get(d.url + "/readyz") as resp:
             assert resp.status == 200
     assert not port_is_open("127.0.0.1", port)  # stopped with the daemon
+
+
+class SilentBroker:
+    """Accepts TCP connections and never says a word (a hung broker)."""
+
+    def __init__(self) -> None:
+        self.writers: list[asyncio.StreamWriter] = []
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def __aenter__(self) -> SilentBroker:
+        async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.writers.append(writer)
+
+        self.server = await asyncio.start_server(hold, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for writer in self.writers:
+            writer.close()
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+
+def connection(port: int, **kw: Any) -> MqttConnection:
+    return MqttConnection(
+        Endpoint("127.0.0.1", port, False),
+        client_id="unit-test",
+        protocol=5,
+        on_message=lambda conn, msg: None,
+        **kw,
+    )
+
+
+async def test_connect_without_connack_times_out() -> None:
+    async with SilentBroker() as broker:
+        conn = connection(broker.port, connect_timeout=0.5)
+        with pytest.raises(ConnectFailed, match="no CONNACK"):
+            await conn.connect()
+        assert conn.lost.is_set()
+
+
+async def test_connect_attempt_can_be_aborted() -> None:
+    # stop() during a connect to a hung broker must not wait out the timeout.
+    async with SilentBroker() as broker:
+        conn = connection(broker.port, connect_timeout=60)
+        attempt = asyncio.create_task(conn.connect())
+        await asyncio.sleep(0.2)
+        conn.abort()
+        async with asyncio.timeout(10):  # far below the 60 s connect timeout
+            with pytest.raises(ConnectFailed):
+                await attempt
+
+
+async def test_connect_refused_is_a_connect_failure() -> None:
+    conn = connection(free_port())
+    with pytest.raises(ConnectFailed, match="cannot connect"):
+        await conn.connect()

@@ -23,7 +23,10 @@ class Sink:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
         self.messages.append(
-            (envelope.rcpt_tos, email.message_from_bytes(envelope.content, policy=email.policy.default))
+            (
+                envelope.rcpt_tos,
+                email.message_from_bytes(envelope.content, policy=email.policy.default),
+            )
         )
         return "250 OK"
 
@@ -81,9 +84,12 @@ from = "monitor@center.example"
 max_backoff = "1s"
 """
     cfg = write_config(tmp_path, extra=extra, clock_start="2026-11-20T10:00:00+09:00")
-    cfg.write_text(cfg.read_text().replace(
-        '{ name = "Sato", webhook = "http://127.0.0.1:9/sato" }',
-        '{ name = "Sato", email = "sato@example.jp" }'))
+    cfg.write_text(
+        cfg.read_text().replace(
+            '{ name = "Sato", webhook = "http://127.0.0.1:9/sato" }',
+            '{ name = "Sato", email = "sato@example.jp" }',
+        )
+    )
     async with running(cfg) as d:
         await d.alarm(id="f-1")
         for _ in range(200):
@@ -102,7 +108,9 @@ max_backoff = "1s"
 def _cli(cfg: Path, *args: str, token: str = "t-staff") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "monitor.cli", *args, "-c", str(cfg), "--token", token],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
 
 
@@ -134,12 +142,16 @@ async def test_contracts_and_hours_api(tmp_path: Path) -> None:
         hours = await d.get("/api/v1/contracts/C-0001/hours?at=2026-11-20T17:45:00%2B09:00&next=3")
         assert hours["in_hours"] is False and hours["window"] is None
         assert [w["start"][:16] for w in hours["next"]] == [
-            "2026-11-24T08:30", "2026-11-25T08:30", "2026-11-26T08:30"]
+            "2026-11-24T08:30",
+            "2026-11-25T08:30",
+            "2026-11-26T08:30",
+        ]
         now = await d.get("/api/v1/contracts/C-0001/hours")  # at defaults to the daemon clock
         assert now["in_hours"] is True and now["window"]["end"].startswith("2026-11-20T17:30")
         # customers see only their own contract; others are 404
         mine = (await d.get("/api/v1/contracts", role="customer"))["items"]
         assert [c["id"] for c in mine] == ["C-0002"]
-        async with d.session.get(d.url + "/api/v1/contracts/C-0001/hours",
-                                 headers=d.headers("customer")) as resp:
+        async with d.session.get(
+            d.url + "/api/v1/contracts/C-0001/hours", headers=d.headers("customer")
+        ) as resp:
             assert resp.status == 404

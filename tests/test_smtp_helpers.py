@@ -161,14 +161,18 @@ class Client:
         """MAIL, RCPT, DATA: the first reply that is not 2xx/3xx, else DATA's."""
         code, msg = self.smtp.mail(mail_from)
         if code != 250:
-            self.smtp.rset()
+            self._rset(code)
             return code, msg.decode()
         code, msg = self.smtp.rcpt(rcpt)
         if code != 250:
-            self.smtp.rset()
+            self._rset(code)
             return code, msg.decode()
         code, msg = self.smtp.data(raw)
         return code, msg.decode()
+
+    def _rset(self, code: int) -> None:
+        if code != 421:  # 421: the server has closed the session
+            self.smtp.rset()
 
     def close(self) -> None:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+from typing import Any
 
 from aiohttp import web
 
@@ -13,18 +14,25 @@ from monitor.http.auth import READ, Principal, principal
 from monitor.views import incident_json
 
 KEEPALIVE = 15.0
+
+
 # The handlers of open streams. A stream never ends by itself, so without
 # this a shutdown would wait the runner's whole shutdown_timeout for them.
-STREAMS = web.AppKey("sse_streams", set[asyncio.Task[object]])
+class Streams:
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+
+STREAMS = web.AppKey("sse_streams", Streams)
 
 
 def setup(app: web.Application) -> None:
-    app[STREAMS] = set()
+    app[STREAMS] = Streams()
     app.on_shutdown.append(_close_streams)
 
 
 async def _close_streams(app: web.Application) -> None:
-    for task in list(app[STREAMS]):
+    for task in list(app[STREAMS].tasks):
         task.cancel()
 
 
@@ -43,7 +51,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     streams = request.app.get(STREAMS)
     me = asyncio.current_task()
     if streams is not None and me is not None:
-        streams.add(me)
+        streams.tasks.add(me)
     try:
         resp = web.StreamResponse(
             headers={
@@ -105,4 +113,4 @@ async def events(request: web.Request) -> web.StreamResponse:
     finally:
         rt.bus.unsubscribe(sub)
         if streams is not None and me is not None:
-            streams.discard(me)
+            streams.tasks.discard(me)

@@ -110,6 +110,7 @@ class MqttListener:
         self._done.set()
         self._handlers: set[asyncio.Task[None]] = set()
         self._conn: MqttConnection | None = None
+        self._serving = False  # connected and subscribed: stop() disconnects cleanly
         self.connects = 0  # successful connects (tests, logs)
 
     # -- Listener protocol -----------------------------------------------------------
@@ -141,6 +142,9 @@ class MqttListener:
         acknowledged, DISCONNECT (the session stays for our next start),
         stop the embedded broker if we run one."""
         self._stopping.set()
+        conn = self._conn
+        if conn is not None and not self._serving:
+            conn.abort()  # still connecting: stop waiting for the broker
         await self._done.wait()
 
     # -- connection ---------------------------------------------------------------
@@ -188,10 +192,14 @@ class MqttListener:
                         "broker had no session for us: reports published while we "
                         "were away may be lost (broker restarted without persistence?)"
                     )
+                self._serving = True
                 await self._serve(conn)
             except ConnectFailed as exc:
+                if self._stopping.is_set():
+                    return  # stop() aborted the attempt
                 log.warning("mqtt connection failed", broker=str(self.endpoint), error=str(exc))
             finally:
+                self._serving = False
                 self.rt.set_listener(self.name, False)
                 self.tracker.link_down()
                 conn.abort()

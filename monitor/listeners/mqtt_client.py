@@ -155,6 +155,13 @@ class _PahoClient(mqtt.Client):
         return sock
 
 
+def _close_socket(opening: asyncio.Future[socket.socket]) -> None:
+    """Close the socket of a connect nobody waits for any more."""
+    if opening.cancelled() or opening.exception() is not None:
+        return
+    opening.result().close()
+
+
 MessageCallback = Callable[["MqttConnection", mqtt.MQTTMessage], None]
 
 
@@ -240,14 +247,7 @@ class MqttConnection:
         client.connect_async(
             host, port, self.keepalive, clean_start=clean_start, properties=properties
         )
-        try:
-            sock = await asyncio.to_thread(client.open_socket)
-        except (OSError, ValueError) as exc:
-            self.lost.set()
-            raise ConnectFailed(f"cannot connect to {self.endpoint}: {exc}") from exc
-        if self.lost.is_set():  # abort() while we were connecting
-            sock.close()
-            raise ConnectFailed("connection aborted")
+        sock = await self._open_socket()
         client.premade = BufferedSocket(sock)
         try:
             client.reconnect()  # on the loop now: sends CONNECT
@@ -268,6 +268,32 @@ class MqttConnection:
             raise ConnectFailed(f"{self.endpoint} refused the connection: {reason}")
         self.session_present = present
         return present
+
+    async def _open_socket(self) -> socket.socket:
+        """paho's blocking connect in a thread; `abort()` or cancellation
+        stops the wait at once (the thread ends within the connect timeout
+        and its socket is closed then)."""
+        opening = asyncio.ensure_future(asyncio.to_thread(self.client.open_socket))
+        aborted = asyncio.ensure_future(self.lost.wait())
+        try:
+            await asyncio.wait({opening, aborted}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            opening.add_done_callback(_close_socket)
+            raise
+        finally:
+            aborted.cancel()
+        if not opening.done():
+            opening.add_done_callback(_close_socket)
+            raise ConnectFailed("connection aborted")
+        try:
+            sock = opening.result()
+        except (OSError, ValueError) as exc:
+            self.lost.set()
+            raise ConnectFailed(f"cannot connect to {self.endpoint}: {exc}") from exc
+        if self.lost.is_set():
+            sock.close()
+            raise ConnectFailed("connection aborted")
+        return sock
 
     async def subscribe(self, topics: list[tuple[str, int]]) -> list[int]:
         """Subscribe and wait for SUBACK; the granted QoS of each topic."""

@@ -73,6 +73,7 @@ R_INTERNAL = "451 4.3.0 Internal error, try again later"
 R_AUTH = "530 5.7.0 Authentication required"
 R_SHUTDOWN = "421 4.3.2 Service shutting down, try again later"
 R_BUSY = "421 4.3.2 Too many sessions, try again later"
+R_IDLE = "421 4.4.2 Idle timeout, closing"
 
 # aiosmtpd's own replies that we rephrase with enhanced status codes and
 # count (it sends them before any handler hook could run).
@@ -323,6 +324,12 @@ class _Session(SMTP):
         with contextlib.suppress(Exception):
             transport.write(reply.encode("ascii") + b"\r\n")
         transport.close()
+
+    def _timeout_cb(self) -> None:
+        # aiosmtpd just drops an idle session; say why first (RFC 5321 4.5.3.2
+        # lets the server close, and a 421 tells the client it may retry).
+        self.listener.metrics.refused.labels(reason="idle").inc()
+        self.close_with(R_IDLE)
 
     def close_soon(self) -> None:
         """Close after the reply being pushed now (a 421 from a hook)."""

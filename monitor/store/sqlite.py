@@ -116,7 +116,7 @@ class Store:
         self._local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        self.up = False
+        self._open = False
 
     def open(self) -> list[str]:
         """Create or migrate the database and start the writer (blocking)."""
@@ -130,8 +130,13 @@ class Store:
             log.info("migrations applied", migrations=applied, path=self.path)
         self._writer = GroupCommitWriter(lambda: connect(self.path))
         self._writer.start()
-        self.up = True
+        self._open = True
         return applied
+
+    @property
+    def up(self) -> bool:
+        """Open, and the last commit (if any) succeeded."""
+        return self._open and self._writer is not None and self._writer.healthy
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._writer is None:
@@ -152,7 +157,7 @@ class Store:
         return await loop.run_in_executor(self._readers, lambda: fn(self._reader()))
 
     def close(self) -> None:
-        self.up = False
+        self._open = False
         if self._writer is not None:
             self._writer.close()
         self._readers.shutdown(wait=True)

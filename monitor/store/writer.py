@@ -70,6 +70,9 @@ class GroupCommitWriter:
         self._start_error: BaseException | None = None
         self.batches = 0
         self.jobs = 0
+        # False after a failed commit until the next one succeeds: /readyz
+        # reports the store down while it cannot take writes.
+        self.healthy = True
 
     def start(self) -> None:
         self._thread.start()
@@ -139,6 +142,7 @@ class GroupCommitWriter:
                 results = [(job, None, exc.error) for job in batch]
         except sqlite3.Error as exc:
             results = self._fail(conn, batch, exc)
+        self.healthy = all(not isinstance(r[2], StorageUnavailable) for r in results)
         self.batches += 1
         self.jobs += len(batch)
         # One wake-up of each loop per batch, not one per job.
