@@ -12,7 +12,7 @@ from tests.support.daemon import running, write_config
 async def test_full_database_answers_503_then_recovers(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, clock_start="2026-11-20T10:00:00+09:00")
     async with running(cfg) as d:
-        status, first = await d.alarm(id="ok-1")
+        status, _ = await d.alarm(id="ok-1")
         assert status == 202
 
         def fill(conn: sqlite3.Connection) -> None:
