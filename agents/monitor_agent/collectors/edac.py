@@ -38,8 +38,13 @@ INFO = TypeInfo(
     interval=timedelta(seconds=60),
     options={},
     dir_files=(
-        "ce_count", "ue_count", "ce_noinfo_count", "ue_noinfo_count",
-        "dimm_ce_count", "dimm_ue_count", "dimm_label",
+        "ce_count",
+        "ue_count",
+        "ce_noinfo_count",
+        "ue_noinfo_count",
+        "dimm_ce_count",
+        "dimm_ue_count",
+        "dimm_label",
     ),
 )
 
@@ -98,11 +103,29 @@ def _counters(
     out: list[Observation], component: str, where: str, ce: int | None, ue: int | None
 ) -> None:
     if ue:
-        out.append(Observation(f"{component}:ue", component, "EDAC-UE", "critical",
-                               f"{where}: {ue} uncorrected memory errors (EDAC)", ue, False))
+        out.append(
+            Observation(
+                f"{component}:ue",
+                component,
+                "EDAC-UE",
+                "critical",
+                f"{where}: {ue} uncorrected memory errors (EDAC)",
+                ue,
+                False,
+            )
+        )
     if ce:
-        out.append(Observation(f"{component}:ce", component, "EDAC-CE", "warning",
-                               f"{where}: {ce} corrected memory errors (EDAC)", ce, False))
+        out.append(
+            Observation(
+                f"{component}:ce",
+                component,
+                "EDAC-CE",
+                "warning",
+                f"{where}: {ce} corrected memory errors (EDAC)",
+                ce,
+                False,
+            )
+        )
 
 
 def _dimm_order(name: str) -> tuple[str, int]:
@@ -119,8 +142,9 @@ def observe(controllers: list[Controller]) -> Snapshot:
                 component = dimm.label or f"{mc.name}/{key}"
                 where = f"{component} ({mc.name}/{key})" if dimm.label else component
                 _counters(out, component, where, dimm.ce, dimm.ue)
-            _counters(out, mc.name, f"{mc.name} (not attributed to a DIMM)",
-                      mc.ce_noinfo, mc.ue_noinfo)
+            _counters(
+                out, mc.name, f"{mc.name} (not attributed to a DIMM)", mc.ce_noinfo, mc.ue_noinfo
+            )
         else:
             _counters(out, mc.name, mc.name, mc.ce, mc.ue)
     return Snapshot(tuple(out), frozenset())
@@ -141,7 +165,11 @@ class EdacCollector:
         snapshot = observe(parse_edac(sample.text))
         counters = memory.get("conditions", {})
         findings, state = track(
-            "edac", self.serial, counters if isinstance(counters, dict) else {},
-            snapshot, now, self.spec.min_severity,
+            "edac",
+            self.serial,
+            counters if isinstance(counters, dict) else {},
+            snapshot,
+            now,
+            self.spec.min_severity,
         )
         return findings, {"conditions": state}

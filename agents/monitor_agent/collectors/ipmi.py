@@ -1,7 +1,8 @@
 """IPMI System Event Log: `ipmitool sel elist` (or `sel list`) lines.
 
     1a4 | 08/21/2025 | 04:11:52 | Power Supply PS2 Status | Power Supply AC lost | Asserted
-    320 | 10/12/2025 | 13:09:40 | Temperature CPU1 Temp | Upper Critical going high | Asserted | Reading 96 > Threshold 95 degrees C
+    320 | 10/12/2025 | 13:09:40 | Temperature CPU1 Temp | Upper Critical going high | Asserted
+          | Reading 96 > Threshold 95 degrees C      (one line; wrapped here)
       3 |  Pre-Init  |0000000012| System Event #0x83 | Timestamp Clock Sync | Asserted
     1a4 | 08/21/2025 | 04:11:52 | Power Supply #0x51 | Power Supply AC lost | Asserted
 
@@ -49,18 +50,54 @@ INFO = TypeInfo(
 SENSOR_TYPES: tuple[str, ...] = tuple(
     sorted(
         (
-            "Temperature", "Voltage", "Current", "Fan", "Physical Security",
-            "Platform Security", "Processor", "Power Supply", "Power Unit",
-            "Cooling Device", "Other", "Memory", "Drive Slot / Bay",
-            "POST Memory Resize", "System Firmwares", "System Firmware Progress",
-            "Event Logging Disabled", "Watchdog1", "Watchdog", "System Event",
-            "Critical Interrupt", "Button", "Module / Board", "Microcontroller",
-            "Add-in Card", "Chassis", "Chip Set", "Other FRU", "Cable / Interconnect",
-            "Terminator", "System Boot Initiated", "Boot Error", "OS Boot",
-            "OS Critical Stop", "Slot / Connector", "System ACPI Power State",
-            "Watchdog2", "Platform Alert", "Entity Presence", "Monitor ASIC", "LAN",
-            "Management Subsys Health", "Management Subsystem Health", "Battery",
-            "Session Audit", "Version Change", "FRU State", "Unknown",
+            "Temperature",
+            "Voltage",
+            "Current",
+            "Fan",
+            "Physical Security",
+            "Platform Security",
+            "Processor",
+            "Power Supply",
+            "Power Unit",
+            "Cooling Device",
+            "Other",
+            "Memory",
+            "Drive Slot / Bay",
+            "POST Memory Resize",
+            "System Firmwares",
+            "System Firmware Progress",
+            "Event Logging Disabled",
+            "Watchdog1",
+            "Watchdog",
+            "System Event",
+            "Critical Interrupt",
+            "Button",
+            "Module / Board",
+            "Microcontroller",
+            "Add-in Card",
+            "Chassis",
+            "Chip Set",
+            "Other FRU",
+            "Cable / Interconnect",
+            "Terminator",
+            "System Boot Initiated",
+            "Boot Error",
+            "OS Boot",
+            "OS Critical Stop",
+            "Slot / Connector",
+            "System ACPI Power State",
+            "Watchdog2",
+            "Platform Alert",
+            "Entity Presence",
+            "Monitor ASIC",
+            "LAN",
+            "Management Subsys Health",
+            "Management Subsystem Health",
+            "Battery",
+            "Session Audit",
+            "Version Change",
+            "FRU State",
+            "Unknown",
         ),
         key=len,
         reverse=True,
@@ -139,8 +176,15 @@ class SelRecord:
     def signature(self) -> str:
         """What identifies this record in a later listing (ids alone are reused)."""
         return "|".join(
-            (self.record_id, self.date, self.time, self.sensor_type, self.sensor,
-             self.description, self.direction)
+            (
+                self.record_id,
+                self.date,
+                self.time,
+                self.sensor_type,
+                self.sensor,
+                self.description,
+                self.direction,
+            )
         )
 
     @property

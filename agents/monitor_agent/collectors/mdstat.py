@@ -2,7 +2,7 @@
 
     md1 : active raid1 sdb2[1](F) sda2[0]
           976629760 blocks super 1.2 [2/1] [U_]
-          [=>...................]  recovery =  8.5% (83017088/976629760) finish=80.6min speed=184432K/sec
+          [=>...................]  recovery =  8.5% (83017088/976629760) finish=80.6min ...
 
 Per array (component = `/dev/<name>`, codes are mdadm's event names, as in
 its monitor mails, SPEC 3.3):
@@ -121,8 +121,11 @@ def parse_mdstat(text: str) -> list[MdArray]:
                 continue
             head = _header(m[1], m[2], m[3])
             current = {
-                "name": head.name, "state": head.state, "level": head.level,
-                "members": head.members, "read_only": head.read_only,
+                "name": head.name,
+                "state": head.state,
+                "level": head.level,
+                "members": head.members,
+                "read_only": head.read_only,
             }
             continue
         if current is None:
@@ -144,17 +147,39 @@ def observe(arrays: list[MdArray]) -> Snapshot:
         dev = md.device
         if md.failed:
             names = ", ".join(m.name for m in md.failed)
-            out.append(Observation(f"{dev}:Fail", dev, "Fail", "major",
-                                   f"{dev}: failed member(s) {names}", len(md.failed)))
+            out.append(
+                Observation(
+                    f"{dev}:Fail",
+                    dev,
+                    "Fail",
+                    "major",
+                    f"{dev}: failed member(s) {names}",
+                    len(md.failed),
+                )
+            )
         if md.missing:
-            out.append(Observation(
-                f"{dev}:DegradedArray", dev, "DegradedArray", "major",
-                f"{dev} ({md.level or 'md'}) degraded: {md.active_disks} of {md.raid_disks} "
-                f"members active [{md.status}]", md.missing))
+            out.append(
+                Observation(
+                    f"{dev}:DegradedArray",
+                    dev,
+                    "DegradedArray",
+                    "major",
+                    f"{dev} ({md.level or 'md'}) degraded: {md.active_disks} of {md.raid_disks} "
+                    f"members active [{md.status}]",
+                    md.missing,
+                )
+            )
         if md.action == "recovery":
             where = f"{md.progress:g}%" if md.progress is not None else "queued"
-            out.append(Observation(f"{dev}:RebuildStarted", dev, "RebuildStarted", "info",
-                                   f"{dev}: rebuild in progress ({where})"))
+            out.append(
+                Observation(
+                    f"{dev}:RebuildStarted",
+                    dev,
+                    "RebuildStarted",
+                    "info",
+                    f"{dev}: rebuild in progress ({where})",
+                )
+            )
     return Snapshot(tuple(out), frozenset(md.device for md in arrays))
 
 
@@ -173,7 +198,11 @@ class MdstatCollector:
         snapshot = observe(parse_mdstat(sample.text))
         conditions = memory.get("conditions", {})
         findings, state = track(
-            "md", self.serial, conditions if isinstance(conditions, dict) else {},
-            snapshot, now, self.spec.min_severity,
+            "md",
+            self.serial,
+            conditions if isinstance(conditions, dict) else {},
+            snapshot,
+            now,
+            self.spec.min_severity,
         )
         return findings, {"conditions": state}

@@ -97,7 +97,10 @@ def parse_sensors(text: str) -> list[Reading]:
                 prefix = key.removesuffix("_input")
                 readings.append(
                     Reading(
-                        chip=str(chip), feature=str(feature), kind=m[1], value=value,
+                        chip=str(chip),
+                        feature=str(feature),
+                        kind=m[1],
+                        value=value,
                         crit=_limit(values, f"{prefix}_crit"),
                         max=_limit(values, f"{prefix}_max"),
                         lcrit=_limit(values, f"{prefix}_lcrit"),
@@ -119,20 +122,48 @@ def observe(readings: list[Reading]) -> Snapshot:
         now = f"{comp}: {_fmt(r.value)} {unit}"
         high_code = f"SENSOR-{word}-HIGH"
         if r.crit is not None and r.value > r.crit:
-            out.append(Observation(f"{comp}:high", comp, high_code, "critical",
-                                   f"{now} over its critical limit {_fmt(r.crit)} {unit}"))
+            out.append(
+                Observation(
+                    f"{comp}:high",
+                    comp,
+                    high_code,
+                    "critical",
+                    f"{now} over its critical limit {_fmt(r.crit)} {unit}",
+                )
+            )
         elif r.max is not None and r.value > r.max and (r.min is None or r.max > r.min):
-            out.append(Observation(f"{comp}:high", comp, high_code, "warning",
-                                   f"{now} over its limit {_fmt(r.max)} {unit}"))
+            out.append(
+                Observation(
+                    f"{comp}:high",
+                    comp,
+                    high_code,
+                    "warning",
+                    f"{now} over its limit {_fmt(r.max)} {unit}",
+                )
+            )
         if not low:
             continue
         low_code = f"SENSOR-{word}-LOW"
         if r.lcrit is not None and r.value < r.lcrit:
-            out.append(Observation(f"{comp}:low", comp, low_code, "critical",
-                                   f"{now} under its critical limit {_fmt(r.lcrit)} {unit}"))
+            out.append(
+                Observation(
+                    f"{comp}:low",
+                    comp,
+                    low_code,
+                    "critical",
+                    f"{now} under its critical limit {_fmt(r.lcrit)} {unit}",
+                )
+            )
         elif r.min is not None and r.value < r.min and (r.max is None or r.max > r.min):
-            out.append(Observation(f"{comp}:low", comp, low_code, "warning",
-                                   f"{now} under its limit {_fmt(r.min)} {unit}"))
+            out.append(
+                Observation(
+                    f"{comp}:low",
+                    comp,
+                    low_code,
+                    "warning",
+                    f"{now} under its limit {_fmt(r.min)} {unit}",
+                )
+            )
     return Snapshot(tuple(out), frozenset(r.component for r in readings))
 
 
@@ -155,7 +186,11 @@ class SensorsCollector:
         snapshot = observe(parse_sensors(sample.text))
         conditions = memory.get("conditions", {})
         findings, state = track(
-            "sensor", self.serial, conditions if isinstance(conditions, dict) else {},
-            snapshot, now, self.spec.min_severity,
+            "sensor",
+            self.serial,
+            conditions if isinstance(conditions, dict) else {},
+            snapshot,
+            now,
+            self.spec.min_severity,
         )
         return findings, {"conditions": state}

@@ -10,11 +10,12 @@ What counts as a fault, per disk (component = the device, `/dev/sda`):
 | ATA 197 Current_Pending_Sector > 0 | CurrentPendingSector | major |
 | ATA 198 Offline_Uncorrectable > 0 | OfflineUncorrectableSector | major |
 | ATA 5 Reallocated_Sector_Ct > 0, SCSI grown defects > 0 | ReallocatedSector | warning |
-| NVMe `critical_warning` spare/reliability/read-only/backup bits | CriticalWarning | critical (reliability, read-only), else major |
+| NVMe `critical_warning` spare, reliability, read-only, backup bits | CriticalWarning | see below |
 | NVMe `media_errors` > 0 | MediaErrors | warning |
 | temperature at/over the critical limit / the warning limit | Temperature | critical / warning |
 
-Codes reuse smartd's failure-type names where smartd has one, so a fault
+NVMe CriticalWarning is critical for "reliability degraded" and "read-only",
+else major.  Codes reuse smartd's failure-type names where smartd has one, so a fault
 reads the same whether it came by smartd mail (SPEC 3.3) or from the agent.
 Sector counts and media errors are counters: reported again when they grow.
 Temperature limits come from the config (`temperature_warning`,
@@ -135,8 +136,7 @@ def parse_smart(text: str, fallback_device: str = "") -> SmartStatus:
         passed=passed if isinstance(passed, bool) else None,
         temperature=current,
         temp_warning=_int(temperature.get("op_limit_max")),
-        temp_critical=_int(temperature.get("limit_max"))
-        or _int(temperature.get("drive_trip")),
+        temp_critical=_int(temperature.get("limit_max")) or _int(temperature.get("drive_trip")),
         reallocated=reallocated,
         pending=raw(197),
         offline_uncorrectable=raw(198),
@@ -150,9 +150,7 @@ def parse_smart(text: str, fallback_device: str = "") -> SmartStatus:
     )
 
 
-def observe(
-    disk: SmartStatus, warning: int | None = None, critical: int | None = None
-) -> Snapshot:
+def observe(disk: SmartStatus, warning: int | None = None, critical: int | None = None) -> Snapshot:
     """The fault conditions of one disk (see the module doc)."""
     dev = disk.device
     label = f"{dev} ({disk.model})" if disk.model else dev
@@ -165,44 +163,75 @@ def observe(
         why = disk.errors[0] if disk.errors else "device open failed"
         add("FailedOpenDevice", "major", f"{label}: cannot open the device: {why}")
     if disk.passed is False:
-        add("FailedHealthCheck", "critical", f"{label}: SMART overall-health self-assessment FAILED")
+        add(
+            "FailedHealthCheck", "critical", f"{label}: SMART overall-health self-assessment FAILED"
+        )
     if disk.failing:
-        add("FailedAttribute", "major", f"{label}: SMART attribute failing now: "
-            + ", ".join(disk.failing))
+        add(
+            "FailedAttribute",
+            "major",
+            f"{label}: SMART attribute failing now: " + ", ".join(disk.failing),
+        )
     if disk.pending:
-        add("CurrentPendingSector", "major",
-            f"{label}: {disk.pending} currently unreadable (pending) sectors", disk.pending)
+        add(
+            "CurrentPendingSector",
+            "major",
+            f"{label}: {disk.pending} currently unreadable (pending) sectors",
+            disk.pending,
+        )
     if disk.offline_uncorrectable:
-        add("OfflineUncorrectableSector", "major",
+        add(
+            "OfflineUncorrectableSector",
+            "major",
             f"{label}: {disk.offline_uncorrectable} offline uncorrectable sectors",
-            disk.offline_uncorrectable)
+            disk.offline_uncorrectable,
+        )
     if disk.reallocated:
-        add("ReallocatedSector", "warning",
-            f"{label}: {disk.reallocated} reallocated sectors", disk.reallocated)
+        add(
+            "ReallocatedSector",
+            "warning",
+            f"{label}: {disk.reallocated} reallocated sectors",
+            disk.reallocated,
+        )
     if disk.nvme_critical_warning:
         flags = [(text, sev) for bit, text, sev in _NVME_BITS if disk.nvme_critical_warning & bit]
         if flags:
             severity = "critical" if any(s == "critical" for _, s in flags) else "major"
-            add("CriticalWarning", severity, f"{label}: NVMe critical warning 0x"
-                f"{disk.nvme_critical_warning:02x}: " + ", ".join(t for t, _ in flags))
+            add(
+                "CriticalWarning",
+                severity,
+                f"{label}: NVMe critical warning 0x"
+                f"{disk.nvme_critical_warning:02x}: " + ", ".join(t for t, _ in flags),
+            )
     if disk.nvme_media_errors:
-        add("MediaErrors", "warning",
+        add(
+            "MediaErrors",
+            "warning",
             f"{label}: {disk.nvme_media_errors} NVMe media and data integrity errors",
-            disk.nvme_media_errors)
+            disk.nvme_media_errors,
+        )
 
     warn = warning if warning is not None else disk.temp_warning
     crit = critical if critical is not None else disk.temp_critical
     temp = disk.temperature
     nvme_hot = bool((disk.nvme_critical_warning or 0) & 0x02)
     if temp is not None and crit is not None and temp >= crit:
-        add("Temperature", "critical", f"{label}: temperature {temp} C at or over the "
-            f"critical limit {crit} C")
+        add(
+            "Temperature",
+            "critical",
+            f"{label}: temperature {temp} C at or over the critical limit {crit} C",
+        )
     elif temp is not None and warn is not None and temp >= warn:
-        add("Temperature", "warning", f"{label}: temperature {temp} C at or over the "
-            f"limit {warn} C")
+        add(
+            "Temperature", "warning", f"{label}: temperature {temp} C at or over the limit {warn} C"
+        )
     elif nvme_hot:
-        add("Temperature", "warning", f"{label}: temperature over the drive's threshold"
-            + (f" ({temp} C)" if temp is not None else ""))
+        add(
+            "Temperature",
+            "warning",
+            f"{label}: temperature over the drive's threshold"
+            + (f" ({temp} C)" if temp is not None else ""),
+        )
     return Snapshot(tuple(out), frozenset({dev}))
 
 
@@ -230,8 +259,9 @@ class SmartCollector:
             )
         disk = parse_smart(sample.text, self.fallback)
         if disk.exit_status & 0x01:
-            raise CollectorError("smartctl could not parse its command line: "
-                                 + "; ".join(disk.errors))
+            raise CollectorError(
+                "smartctl could not parse its command line: " + "; ".join(disk.errors)
+            )
         opts = self.spec.options
         warning = opts.get("temperature_warning")
         critical = opts.get("temperature_critical")
@@ -242,7 +272,11 @@ class SmartCollector:
         )
         conditions = memory.get("conditions", {})
         findings, state = track(
-            "smart", self.serial, conditions if isinstance(conditions, dict) else {},
-            snapshot, now, self.spec.min_severity,
+            "smart",
+            self.serial,
+            conditions if isinstance(conditions, dict) else {},
+            snapshot,
+            now,
+            self.spec.min_severity,
         )
         return findings, {"conditions": state}
