@@ -18,15 +18,15 @@ APT_GET = $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 APT_INSTALL = $(APT_GET) install -y --no-install-recommends
 
 .DEFAULT_GOAL := help
-.PHONY: help venv setup run test test-deps test-slow bench lint check-config clean distclean
+.PHONY: help venv setup run test test-deps test-slow bench bench-channels lint check-config clean distclean
 
 help:
 	@echo "make setup|venv     create $(VENV) and install the project (editable, with test extras)"
 	@echo "make run            run the demo daemon with $(CONFIG)"
 	@echo "make test           fast tests (not slow, not bench); PYTEST_ARGS='-k foo' passes options"
-	@echo "make test-deps      install mosquitto (and chromium) with apt-get when missing"
+	@echo "make test-deps      install mosquitto, promtool (and chromium) with apt-get when missing"
 	@echo "make test-slow      soak/chaos tests"
-	@echo "make bench          benchmarks"
+	@echo "make bench          benchmarks: bench/run.py writes bench/REPORT.md"
 	@echo "make lint           ruff check, ruff format --check, mypy"
 	@echo "make check-config   validate $(CONFIG)"
 	@echo "make clean          caches and build output; distclean also removes $(VENV) and var/"
@@ -52,6 +52,12 @@ test-deps:
 	  $(APT_INSTALL) mosquitto || { $(APT_GET) update && $(APT_INSTALL) mosquitto; } || { \
 	    echo "error: could not install mosquitto (tests start private brokers)." >&2; \
 	    echo "       install it yourself: apt-get install mosquitto" >&2; exit 1; }; \
+	fi
+	@if command -v promtool >/dev/null 2>&1; then :; else \
+	  echo "promtool missing: installing prometheus with apt-get"; \
+	  $(APT_INSTALL) prometheus || { $(APT_GET) update && $(APT_INSTALL) prometheus; } || { \
+	    echo "error: could not install prometheus (promtool checks the alert rules)." >&2; \
+	    echo "       install it yourself: apt-get install prometheus" >&2; exit 1; }; \
 	fi
 	@if [ "$(BROWSER_DEPS)" != yes ]; then :; \
 	elif command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; else \
@@ -83,13 +89,20 @@ test: $(STAMP) test-deps
 test-slow: $(STAMP) test-deps
 	$(BIN)/pytest -q -m slow $(PYTEST_ARGS)
 
-# More benchmark scripts (benchmarks/) get their own lines here.
+# The standard set in one go (bench/run.py, see docs/simulator.md): channel
+# ceilings vs the daemon with the same client, Alertmanager (also under wrk,
+# benchmarks/bench_http.py), the writer (benchmarks/bench_writer.py) and the
+# pytest-benchmark suites of tests/bench; writes bench/REPORT.md.
+# BENCH_ARGS='--runs 1 --seconds 2' for a quick look.
 bench: $(STAMP) test-deps
-	$(BIN)/pytest tests/bench -m bench --benchmark-enable $(PYTEST_ARGS)
-	$(BIN)/python benchmarks/bench_writer.py
 	@command -v wrk >/dev/null && command -v prometheus-alertmanager >/dev/null || \
 	  $(APT_INSTALL) wrk prometheus-alertmanager
-	$(BIN)/python benchmarks/bench_http.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# The channel teams' own scripts (their client processes, their figures).
+bench-channels: $(STAMP) test-deps
+	$(BIN)/python tests/bench/bench_mqtt.py
+	@test ! -f tests/bench/bench_smtp.py || $(BIN)/python tests/bench/bench_smtp.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -206,13 +206,36 @@ def cmd_resolve(args: argparse.Namespace) -> int:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
+    import contextlib
+    import sqlite3
+
     from monitor.store import backup
 
     config = _load(args.config)
     if config.daemon.database.startswith("postgresql:"):
         print("error: use pg_dump for a PostgreSQL store", file=sys.stderr)
         return 2
-    backup(config.daemon.database, args.out)
+    db = config.daemon.database
+    if not os.path.exists(db):
+        print(f"error: database {db} does not exist (has the daemon run yet?)", file=sys.stderr)
+        return 1
+    out = os.path.realpath(args.out)
+    if out in {os.path.realpath(db) + suffix for suffix in ("", "-wal", "-shm")}:
+        print(f"error: {args.out} is the live database; name another file", file=sys.stderr)
+        return 2
+    # Written beside OUT, then renamed: an interrupted or failed backup never
+    # leaves a torn OUT nor clobbers the previous good one.
+    partial = out + ".partial"
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
+        backup(db, partial)
+        os.replace(partial, out)
+    except (sqlite3.Error, OSError) as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(partial)
+        print(f"error: backup to {args.out} failed: {exc}", file=sys.stderr)
+        return 1
     print(f"backup written to {args.out}")
     return 0
 

@@ -27,6 +27,7 @@ from monitor.metrics import Metrics
 from monitor.model import Config
 from monitor.notifier import Notifier
 from monitor.pipeline import Pipeline
+from monitor.retention import RetentionJob
 from monitor.runtime import ConfigHolder, Runtime
 from monitor.scheduler import Scheduler
 from monitor.sdnotify import notify, watchdog_interval
@@ -109,6 +110,7 @@ class Daemon:
             async with asyncio.TaskGroup() as tg:
                 tasks.append(tg.create_task(self._supervise("scheduler", scheduler.run)))
                 tasks.append(tg.create_task(self._supervise("notifier", notifier.run)))
+                tasks.append(tg.create_task(self._supervise("retention", RetentionJob(rt).run)))
                 for listener in listeners:
                     tasks.append(tg.create_task(self._supervise_listener(rt, listener)))
                 interval = watchdog_interval()

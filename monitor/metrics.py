@@ -6,6 +6,17 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 NOTICE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+# What retention counts (monitor/retention.py); `alarms_raw` is raw bytes
+# emptied on alarms that are kept.
+RETENTION_TABLES = (
+    "alarms",
+    "alarms_raw",
+    "quarantine",
+    "incidents",
+    "notices",
+    "notice_attempts",
+    "events",
+)
 
 
 class Metrics:
@@ -82,5 +93,33 @@ class Metrics:
         self.scheduler_steps = Counter(
             "monitor_scheduler_steps", "Scheduler steps taken by kind", ["step"], registry=r
         )
+        # Operations (issue 12): retention, and the deferred queue against
+        # the daemon clock (a simulated clock makes Prometheus' time() wrong).
+        self.retention_pruned = Counter(
+            "monitor_retention_pruned",
+            "Rows removed by retention (alarms_raw: raw bytes emptied), by table",
+            ["table"],
+            registry=r,
+        )
+        self.retention_runs = Counter(
+            "monitor_retention_runs",
+            "Retention passes by outcome (ok | failed)",
+            ["outcome"],
+            registry=r,
+        )
+        self.deferred_next_due = Gauge(
+            "monitor_deferred_next_due_timestamp_seconds",
+            "Earliest due_at of the deferred incidents (unix seconds, daemon clock); 0 if none",
+            registry=r,
+        )
+        self.clock_time = Gauge(
+            "monitor_clock_timestamp_seconds",
+            "The daemon clock at scrape time (unix seconds; differs from time() when simulated)",
+            registry=r,
+        )
         for state in ("deferred", "open", "notified", "acknowledged", "resolved"):
             self.incidents.labels(state=state).set(0)
+        for table in RETENTION_TABLES:
+            self.retention_pruned.labels(table=table)
+        for outcome in ("ok", "failed"):
+            self.retention_runs.labels(outcome=outcome)

@@ -18,8 +18,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import pytest
-
 from monitor.dte import DialupClient, DteOptions, SendResult
 from monitor.frames import crc16, encode_frame
 from monitor.model import Received
@@ -368,26 +366,32 @@ async def test_noise_on_one_line_while_another_keeps_working(
     results: list[SendResult] = []
     drained = bytearray()
     noise_sent = threading.Event()
+    dialled = threading.Event()
 
     def make_noise() -> None:
-        dial(noisy.port)
-        # Spread over a while, so that the other line's reports overlap it.
-        for i in range(0, len(noise), 512):
-            noisy.port.write(noise[i : i + 512])
-            time.sleep(0.01)
-        noise_sent.set()
+        try:
+            dial(noisy.port)
+            dialled.set()
+            # Spread over a while, so that the other line's reports overlap it.
+            for i in range(0, len(noise), 512):
+                noisy.port.write(noise[i : i + 512])
+                time.sleep(0.01)
+        finally:
+            dialled.set()
+            noise_sent.set()
 
     def keep_working() -> None:
         client = dial(quiet.port)
         i = 0
-        while not noise_sent.is_set() or i < 20:
+        while (not noise_sent.is_set() or i < 20) and i < 1000:
             results.append(client.send(f"q-{i}", alarm(f"q-{i}")))
             i += 1
         client.hangup()
 
     def drain_noisy() -> None:
         # The noisy line's answers (NAKs) must be read, as a DTE would.
-        while not noise_sent.is_set():
+        dialled.wait(30)
+        while not noise_sent.wait(0):
             drained.extend(noisy.port.read(4096))
 
     async with running(cfg) as d:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import re
 import smtplib
 import socket
@@ -92,10 +93,12 @@ async def test_every_fixture_over_the_wire(tmp_path: Path) -> None:
                 assert code == 250, (path.name, code, text)
                 for report in expected.reports:
                     got = await io(
-                        rows, db,
+                        rows,
+                        db,
                         "SELECT format, device, severity, code, channel FROM alarms"
                         " WHERE device = ? AND report_id = ?",
-                        report.serial, report.id,
+                        report.serial,
+                        report.id,
                     )
                     assert got == [
                         (expected.format, report.serial, report.severity, report.code, "smtp")
@@ -103,15 +106,15 @@ async def test_every_fixture_over_the_wire(tmp_path: Path) -> None:
                 stored += 1
             else:
                 # Rejects, and replies to incidents that do not exist here.
-                reason = (
-                    expected.reason if isinstance(expected, MailReject) else "unknown-incident"
-                )
+                reason = expected.reason if isinstance(expected, MailReject) else "unknown-incident"
                 assert isinstance(expected, MailReject | MailAck)
                 assert code == 550, (path.name, code, text)
                 assert text.startswith(f"5.6.0 {reason}"), (path.name, text)
                 assert text.isascii()
                 got = await io(
-                    rows, db, "SELECT reason, channel, raw FROM quarantine ORDER BY seq DESC LIMIT 1"
+                    rows,
+                    db,
+                    "SELECT reason, channel, raw FROM quarantine ORDER BY seq DESC LIMIT 1",
                 )
                 assert got == [(reason, "smtp", wire(raw))], path.name
                 rejected += 1
@@ -158,9 +161,10 @@ async def test_session_rules(tmp_path: Path) -> None:
             big = express("r-big", message="x" * 900 + "\n" + "y" * 900 + "\n" + "z" * 3000)
             code, text = await io(c.send, big)
             assert code == 552 and text.startswith("5.3.4"), text
-            assert await d.metric(
-                'monitor_alarms_rejected_total{channel="smtp",reason="too-large"}'
-            ) == 1
+            assert (
+                await d.metric('monitor_alarms_rejected_total{channel="smtp",reason="too-large"}')
+                == 1
+            )
             code, text = await io(c.send, express("r-2", severity="critical"))
             assert code == 250, text
 
@@ -188,15 +192,23 @@ async def test_session_rules(tmp_path: Path) -> None:
 def json_mail(ids: list[str]) -> bytes:
     parts = []
     for report_id in ids:
-        body = (
-            '{"v": 1, "id": "%s", "serial": "%s", "severity": "major", "component": "FAN1",'
-            ' "code": "FAN-0001", "message": "Fan 1 slow"}' % (report_id, SERIAL)
+        body = json.dumps(
+            {
+                "v": 1,
+                "id": report_id,
+                "serial": SERIAL,
+                "severity": "major",
+                "component": "FAN1",
+                "code": "FAN-0001",
+                "message": "Fan 1 slow",
+            }
         )
         parts.append(f"--b0\r\nContent-Type: application/json\r\n\r\n{body}\r\n")
     return (
         f"From: agent@mail01.example.jp\r\nTo: {ACCEPT}\r\nSubject: alarms\r\n"
         'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b0"\r\n\r\n'
-        + "".join(parts) + "--b0--\r\n"
+        + "".join(parts)
+        + "--b0--\r\n"
     ).encode()
 
 
@@ -206,6 +218,7 @@ async def test_storage_unavailable_answers_451(
     port = new_port()
     cfg = write_config(tmp_path, extra=smtp_extra(port))
     async with running(cfg) as d:
+
         async def down(*args: Any, **kwargs: Any) -> Any:
             raise StorageUnavailable("disk full")
 
@@ -216,6 +229,53 @@ async def test_storage_unavailable_answers_451(
         # The sender's retry then succeeds.
         code, text = await io(send_one, port, express("r-451"))
         assert code == 250 and "stored" in text
+
+
+async def test_client_hanging_up_mid_commit_does_not_cancel_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = new_port()
+    cfg = write_config(tmp_path, extra=smtp_extra(port))
+    async with running(cfg) as d:
+        gate, entered = asyncio.Event(), asyncio.Event()
+        real = d.rt.pipeline.accept
+
+        async def slow(*args: Any, **kwargs: Any) -> Any:
+            entered.set()
+            await gate.wait()
+            return await real(*args, **kwargs)
+
+        monkeypatch.setattr(d.rt.pipeline, "accept", slow)
+        sock = await io(socket.create_connection, ("127.0.0.1", port), timeout=10)
+        # Commands sent at once: the server still reads them one by one.
+        await io(
+            sock.sendall,
+            b"EHLO x\r\nMAIL FROM:<a@mail01.example.jp>\r\nRCPT TO:<"
+            + ACCEPT.encode()
+            + b">\r\nDATA\r\n"
+            + express("r-hangup")
+            + b"\r\n.\r\n",
+        )
+        await asyncio.wait_for(entered.wait(), 10)
+        sock.close()
+        while await d.metric("monitor_smtp_sessions") != 0:  # the server saw the hang-up
+            await asyncio.sleep(0.02)
+        gate.set()
+        db = tmp_path / "monitor.db"
+
+        def stored() -> bool:
+            return rows(db, "SELECT report_id FROM alarms") == [("r-hangup",)]
+
+        await poll(stored, "the alarm stored")
+        assert await d.metric('monitor_alarms_received_total{channel="smtp",format="express"}') == 1
+
+
+async def poll(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
 
 
 # -- reply-to-acknowledge -----------------------------------------------------------------
@@ -288,14 +348,16 @@ def users(**accounts: str) -> list[str]:
     ]
 
 
-async def test_auth_over_starttls(
-    tmp_path: Path, tls_files: tuple[Path, Path, trustme.CA]
-) -> None:
+async def test_auth_over_starttls(tmp_path: Path, tls_files: tuple[Path, Path, trustme.CA]) -> None:
     cert, key, ca = tls_files
     port = new_port()
     extra = smtp_extra(
-        port, require_auth=True, users=users(agent="s3cret"), tls_cert=str(cert),
-        tls_key=str(key), auth_require_tls=True,
+        port,
+        require_auth=True,
+        users=users(agent="s3cret"),
+        tls_cert=str(cert),
+        tls_key=str(key),
+        auth_require_tls=True,
     )
     cfg = write_config(tmp_path, extra=extra)
     client_ctx = ssl.create_default_context()

@@ -64,7 +64,11 @@ def auth(role: str | None) -> dict[str, str]:
 
 
 async def call(
-    d: RunningDaemon, method: str, path: str, role: str | None, body: Any = None,
+    d: RunningDaemon,
+    method: str,
+    path: str,
+    role: str | None,
+    body: Any = None,
     headers: dict[str, str] | None = None,
 ) -> tuple[int, bytes]:
     kwargs: dict[str, Any] = {"headers": {**auth(role), **(headers or {})}}
@@ -89,8 +93,9 @@ async def seed(d: RunningDaemon) -> dict[str, int]:
     status, body = await d.alarm(id="nobody-1", serial="NOSUCH0001")
     assert status == 202, body
     out["unknown_alarm"] = body["seq"]
-    async with d.session.post(d.url + "/api/v1/alarms", data=b"{not json",
-                              headers=d.headers("agent")) as resp:
+    async with d.session.post(
+        d.url + "/api/v1/alarms", data=b"{not json", headers=d.headers("agent")
+    ) as resp:
         assert resp.status == 400
     return out
 
@@ -122,20 +127,30 @@ async def test_roles_per_endpoint(tmp_path: Path) -> None:
         # next role sees (ack is idempotent; resolve goes last, on its own incident).
         status, spare = await d.alarm(id="spare-1", serial=OWN_SERIAL, code="SPARE-1")
         spare_inc = (await d.get(f"/api/v1/alarms/{spare['seq']}"))["incident"]
-        alarm = {"v": 1, "severity": "minor", "component": "FAN1", "code": "F-1",
-                 "message": "fan", "serial": OWN_SERIAL}
+        alarm = {
+            "v": 1,
+            "id": "push-1",
+            "severity": "minor",
+            "component": "FAN1",
+            "code": "F-1",
+            "message": "fan",
+            "serial": OWN_SERIAL,
+        }
         requests: dict[tuple[str, str], tuple[str, Any]] = {
             ("GET", "/api/v1/incidents"): ("/api/v1/incidents", None),
             ("GET", "/api/v1/incidents/{id}"): (f"/api/v1/incidents/{own_inc}", None),
-            ("POST", "/api/v1/incidents/{id}/ack"): (f"/api/v1/incidents/{own_inc}/ack",
-                                                      {"by": "t"}),
+            ("POST", "/api/v1/incidents/{id}/ack"): (
+                f"/api/v1/incidents/{own_inc}/ack",
+                {"by": "t"},
+            ),
             ("POST", "/api/v1/incidents/{id}/resolve"): (
-                f"/api/v1/incidents/{spare_inc}/resolve", {"by": "t"}),
+                f"/api/v1/incidents/{spare_inc}/resolve",
+                {"by": "t"},
+            ),
             ("GET", "/api/v1/alarms"): ("/api/v1/alarms", None),
             ("POST", "/api/v1/alarms"): ("/api/v1/alarms", alarm),
             ("GET", "/api/v1/alarms/{seq}"): (f"/api/v1/alarms/{own_alarm}", None),
-            ("POST", "/api/v1/redfish/{serial}"): (f"/api/v1/redfish/{OWN_SERIAL}",
-                                                    {"Events": []}),
+            ("POST", "/api/v1/redfish/{serial}"): (f"/api/v1/redfish/{OWN_SERIAL}", {"Events": []}),
             ("GET", "/api/v1/contracts"): ("/api/v1/contracts", None),
             ("GET", "/api/v1/contracts/{id}/hours"): ("/api/v1/contracts/C-0002/hours", None),
             ("GET", "/api/v1/quarantine"): ("/api/v1/quarantine", None),
@@ -169,14 +184,28 @@ async def test_customer_never_sees_another_contract(tmp_path: Path) -> None:
         own_inc = ids["own_incident"]
 
         # Lists: only C-0002, whatever the filters say.
-        for query in ("", "?contract=C-0001", f"?device={OTHER_SERIAL}", "?state=notified",
-                      "?state=open", f"?after={other_inc + 10}", "?limit=1000"):
+        for query in (
+            "",
+            "?contract=C-0001",
+            f"?device={OTHER_SERIAL}",
+            "?state=notified",
+            "?state=open",
+            f"?after={other_inc + 10}",
+            "?limit=1000",
+        ):
             items = (await d.get(f"/api/v1/incidents{query}", role="customer"))["items"]
             assert {i["contract"] for i in items} <= {"C-0002"}, query
             assert other_inc not in {i["id"] for i in items}
-        assert [i["id"] for i in (await d.get("/api/v1/incidents", "customer"))["items"]] == [own_inc]
-        for query in ("", f"?device={OTHER_SERIAL}", "?coverage=unknown-device",
-                      "?coverage=covered", "?limit=1000"):
+        assert [i["id"] for i in (await d.get("/api/v1/incidents", "customer"))["items"]] == [
+            own_inc
+        ]
+        for query in (
+            "",
+            f"?device={OTHER_SERIAL}",
+            "?coverage=unknown-device",
+            "?coverage=covered",
+            "?limit=1000",
+        ):
             items = (await d.get(f"/api/v1/alarms{query}", role="customer"))["items"]
             assert {a["contract"] for a in items} <= {"C-0002"}, query
             assert {a["device"] for a in items} <= {OWN_SERIAL}, query
@@ -192,8 +221,10 @@ async def test_customer_never_sees_another_contract(tmp_path: Path) -> None:
             (f"/api/v1/alarms/{other_alarm}", "/api/v1/alarms/999999"),
             (f"/api/v1/alarms/{ids['unknown_alarm']}", "/api/v1/alarms/999998"),
             ("/api/v1/contracts/C-0001/hours", "/api/v1/contracts/C-9999/hours"),
-            ("/api/v1/contracts/C-0003/hours?at=2026-11-20T10:00:00%2B09:00&next=3",
-             "/api/v1/contracts/C-9999/hours?at=2026-11-20T10:00:00%2B09:00&next=3"),
+            (
+                "/api/v1/contracts/C-0003/hours?at=2026-11-20T10:00:00%2B09:00&next=3",
+                "/api/v1/contracts/C-9999/hours?at=2026-11-20T10:00:00%2B09:00&next=3",
+            ),
             ("/api/v1/contracts/C-0001/hours?at=bad", "/api/v1/contracts/C-9999/hours?at=bad"),
         ]
         for hidden, missing in pairs:
@@ -207,8 +238,9 @@ async def test_customer_never_sees_another_contract(tmp_path: Path) -> None:
         # Acting: 403 by role alone, the same for anyone's or no incident.
         for target in (other_inc, own_inc, 999999):
             for verb in ("ack", "resolve"):
-                got = await call(d, "POST", f"/api/v1/incidents/{target}/{verb}", "customer",
-                                 {"by": "x"})
+                got = await call(
+                    d, "POST", f"/api/v1/incidents/{target}/{verb}", "customer", {"by": "x"}
+                )
                 assert got == (403, b'{"error": "role customer may not do this"}'), got
         assert (await d.incident(other_inc))["state"] != "acknowledged"
 
@@ -223,7 +255,10 @@ async def test_customer_never_sees_another_contract(tmp_path: Path) -> None:
         staff = await d.get("/api/v1/whoami", "staff")
         assert staff["contracts"] is None and staff["may"]["ack"] is True
         assert {c["id"] for c in (await d.get("/api/v1/contracts", "staff"))["items"]} == {
-            "C-0001", "C-0002", "C-0003"}
+            "C-0001",
+            "C-0002",
+            "C-0003",
+        }
 
         # The single-incident view's alarms and notices are its own.
         detail = await d.get(f"/api/v1/incidents/{own_inc}", "customer")
@@ -233,8 +268,12 @@ async def test_customer_never_sees_another_contract(tmp_path: Path) -> None:
 
         # The URL token is for the event stream only (browsers cannot set
         # headers there); anywhere else it is not a credential.
-        for path in ("/api/v1/incidents", f"/api/v1/incidents/{own_inc}", "/api/v1/contracts",
-                     "/api/v1/whoami"):
+        for path in (
+            "/api/v1/incidents",
+            f"/api/v1/incidents/{own_inc}",
+            "/api/v1/contracts",
+            "/api/v1/whoami",
+        ):
             status, _ = await call(d, "GET", f"{path}?access_token=t-admin", None)
             assert status == 401, path
 
@@ -274,8 +313,9 @@ class Stream:
 
 
 @contextlib.asynccontextmanager
-async def stream(d: RunningDaemon, url: str,
-                 headers: dict[str, str] | None = None) -> AsyncIterator[Stream]:
+async def stream(
+    d: RunningDaemon, url: str, headers: dict[str, str] | None = None
+) -> AsyncIterator[Stream]:
     async with d.session.get(d.url + url, headers=headers or {}) as resp:
         assert resp.status == 200, await resp.text()
         s = Stream(resp)
@@ -292,8 +332,10 @@ def contracts_of(s: Stream) -> set[str]:
 async def test_event_stream_is_filtered_live_and_on_replay(tmp_path: Path) -> None:
     async with daemon(tmp_path) as d:
         customer = "/api/v1/events?access_token=t-customer"
-        async with stream(d, customer) as cust, stream(d, "/api/v1/events",
-                                                         d.headers("staff")) as staff:
+        async with (
+            stream(d, customer) as cust,
+            stream(d, "/api/v1/events", d.headers("staff")) as staff,
+        ):
             await asyncio.sleep(0.05)  # both subscribed before anything happens
             ids = await seed(d)
             other, own = ids["other_incident"], ids["own_incident"]
@@ -308,8 +350,9 @@ async def test_event_stream_is_filtered_live_and_on_replay(tmp_path: Path) -> No
             status, _ = await d.post(f"/api/v1/incidents/{own}/ack", {"by": "s"}, "staff")
             assert status == 200
             await cust.until(lambda e: e[2].get("state") == "acknowledged")
-            await staff.until(lambda e: e[2].get("id") == own
-                              and e[2].get("state") == "acknowledged")
+            await staff.until(
+                lambda e: e[2].get("id") == own and e[2].get("state") == "acknowledged"
+            )
             assert contracts_of(cust) == {"C-0002"}
             assert {e[2]["id"] for e in cust.events} == {own}
             assert contracts_of(staff) == {"C-0001", "C-0002"}

@@ -43,9 +43,19 @@ async def metrics(request: web.Request) -> web.Response:
             ).fetchone()[0]
         )
         rt.metrics.agents_silent.set(silent)
+        # The deferred queue's head against the daemon clock: an alert fires
+        # when it stays in the past (deferred incidents not raised at their
+        # window start).  Index incidents_state covers the lookup.
+        next_due = await rt.store.read(
+            lambda c: c.execute(
+                "SELECT min(due_at) FROM incidents WHERE state = 'deferred'"
+            ).fetchone()[0]
+        )
+        rt.metrics.deferred_next_due.set(next_due or 0)
     except Exception as exc:  # a scrape must still answer while the store is sick
         log.warning("metrics: store read failed", error=str(exc))
     rt.metrics.store_up.set(1 if rt.store.up else 0)
+    rt.metrics.clock_time.set(rt.clock.now().timestamp())
     body = generate_latest(rt.metrics.registry)
     resp = web.Response(body=body)
     resp.headers["Content-Type"] = CONTENT_TYPE_LATEST

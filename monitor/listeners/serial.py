@@ -64,8 +64,8 @@ RETRY_CAP: Final = 30.0
 #: and fails at once keeps backing off rather than spinning every half second.
 STABLE_SECONDS: Final = 10.0
 #: How long a stop (or a vanished device) waits for frames being stored,
-#: for the last answers to be written, and for quarantine writes.  The daemon
-#: gives a listener's stop 3 s in all.
+#: for the last answers to be written, and for quarantine writes (each); the
+#: daemon gives a listener's whole stop a few seconds.
 DRAIN_SECONDS: Final = 1.0
 #: Rejected frames waiting to be quarantined.  A line full of noise can make
 #: one per STX; past this they are only counted, so noise cannot flood the
@@ -326,6 +326,11 @@ class LineSession:
             item = await self._frames.get()
             try:
                 ok_id, nak = await self._store_frame(item.action.payload, item.received_at)
+            except Exception:
+                # Every frame must get its answer, or the ones after it wait
+                # forever; `busy` makes the sender try again.
+                log.exception("serial frame handling failed", port=self.peer)
+                ok_id, nak = None, "busy"
             finally:
                 self._frames.task_done()
             self._apply(self.engine.report_result(item.action.token, ok_id, nak, time.monotonic()))

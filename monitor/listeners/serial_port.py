@@ -40,6 +40,10 @@ READ_POLL: Final = 0.05
 WRITE_TIMEOUT: Final = 2.0
 #: How often DSR/DCD are sampled.
 LINES_POLL: Final = 0.05
+#: Chunks read but not yet fed to the engine.  When the loop falls behind, the
+#: reader waits, and the kernel's buffer (then the line's flow control, or a
+#: pty writer's blocking write) holds the rest, instead of our memory.
+MAX_PENDING_READS: Final = 64
 #: Longest wait for a thread to end when closing.
 JOIN_TIMEOUT: Final = WRITE_TIMEOUT + 1.0
 
@@ -172,6 +176,7 @@ class PortIO:
         self._name = name
         self._reading = threading.Event()
         self._writes: queue.SimpleQueue[bytes | _Flush | None] = queue.SimpleQueue()
+        self._slots = threading.Semaphore(MAX_PENDING_READS)
         self._lost_lock = threading.Lock()
         self._lost = False
         self._reader = threading.Thread(target=self._read_loop, name=f"{name}-rx", daemon=True)
@@ -237,6 +242,10 @@ class PortIO:
             return False
         return True
 
+    def _deliver(self, data: bytes) -> None:  # on the loop
+        self._slots.release()
+        self._on_data(data)
+
     def _report_lost(self, reason: str) -> None:
         with self._lost_lock:
             if self._lost:
@@ -261,8 +270,12 @@ class PortIO:
                 if self._reading.is_set():
                     self._report_lost(f"read failed: {exc}")
                 return
-            if data and self._reading.is_set() and not self._post(self._on_data, data):
-                return
+            if data:
+                while not self._slots.acquire(timeout=READ_POLL):
+                    if not self._reading.is_set():
+                        return
+                if not self._reading.is_set() or not self._post(self._deliver, data):
+                    return
             if watch.supported:
                 now = time.monotonic()
                 if now >= next_poll:

@@ -280,6 +280,14 @@ function signOut(message) {
   state.incidents.clear();
   for (const row of state.rows.values()) row.tr.remove();
   state.rows.clear();
+  // The next token may have another role and other contracts: start blank.
+  for (const section of document.querySelectorAll("#board section")) {
+    $("table", section).hidden = true;
+    $("tbody", section).replaceChildren();
+    $(".empty", section).hidden = false;
+    $(".empty", section).textContent = t("loading");
+  }
+  for (const count of document.querySelectorAll(".jump .count")) count.textContent = "0";
   showLogin(message);
 }
 
@@ -418,7 +426,7 @@ function resyncClockSoon() {
     } catch (error) {
       failed(error);
     }
-  }, 2000);
+  }, 500);
 }
 
 // -- incidents -------------------------------------------------------------------
@@ -498,7 +506,10 @@ function render() {
     const section = $(`section[data-section="${name}"]`);
     const table = $("table", section);
     const tbody = table.tBodies[0];
-    if (!table.tHead.rows.length) table.tHead.append(headRow(columns));
+    // The columns depend on the role (actions): rebuild when they differ.
+    if (table.tHead.rows[0]?.cells.length !== columns.length) {
+      table.tHead.replaceChildren(headRow(columns));
+    }
     let prev = null;
     for (const inc of items) {
       const row = rowFor(inc, canAct);
@@ -702,15 +713,17 @@ function renderContracts() {
   table.tHead.replaceChildren(headRow(["contract", "customer", "plan", "window", "next"]));
   const rows = items.map((c) => {
     const open = Boolean(c.in_hours);
+    // A window is only worth showing while the contract covers its devices.
+    const cover = coverage(c);
+    const value = cover ?? (open ? "open" : "closed");
     const status = el("span", {
-      class: `badge window-${open ? "open" : "closed"}`, "data-value": open ? "open" : "closed",
-      text: t(open ? "window.open" : "window.closed"),
+      class: `badge window-${cover ? "closed" : value}`, "data-value": value, text: t(`window.${value}`),
     });
     const windowCell = [status];
-    if (open && c.window?.end) {
+    if (!cover && open && c.window?.end) {
       windowCell.push(" ", timeUntil(c.window.end));
     }
-    const next = c.next_start
+    const next = c.next_start && !cover
       ? [timeEl(c.next_start), " ", countdownEl(c.next_start)]
       : [el("span", { class: "none", text: t("window.none") })];
     return el("tr", { "data-contract": c.id },
@@ -725,6 +738,22 @@ function renderContracts() {
   empty.hidden = rows.length > 0;
   empty.textContent = t("empty.contracts");
   tick();
+}
+
+// SPEC 4.2 coverage of a contract today (in its zone): null when covered,
+// else why not. Dates compare as YYYY-MM-DD strings.
+function coverage(c) {
+  if (!c.registered) return "unregistered";
+  const today = new Intl.DateTimeFormat("en-CA", {
+    timeZone: c.timezone, year: "numeric", month: "2-digit", day: "2-digit",
+  }).format(new Date(daemonNow()));
+  if (today < c.start) return "not-started";
+  const [y, m, d] = c.start.split("-");
+  const year = Number(y) + c.years;
+  const leap = (year % 4 === 0 && year % 100 !== 0) || year % 400 === 0;
+  // start + years; Feb 29 into a year without one is Mar 1 (SPEC 4.2).
+  const end = m === "02" && d === "29" && !leap ? `${year}-03-01` : `${year}-${m}-${d}`;
+  return today >= end ? "expired" : null;
 }
 
 // "until 17:30" with the time as a <time> element, in either language's word order.
@@ -768,7 +797,9 @@ async function loadDetail(id) {
   const body = $("#detail-body");
   const focused = body.contains(document.activeElement) ? document.activeElement.dataset.action : null;
   body.replaceChildren(...detailParts(inc, alarms.filter(Boolean)));
-  if (focused) $(`[data-action="${focused}"]`, body)?.focus();
+  // Keep the keyboard where it was; when that button is gone (resolved),
+  // the dialog's close button is the next sensible place.
+  if (focused) ($(`[data-action="${focused}"]`, body) ?? $("#detail-close")).focus();
 }
 
 function detailParts(inc, alarms) {
