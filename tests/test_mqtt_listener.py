@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from monitor.store import StorageUnavailable
 from tests.support import mosquitto as support
 from tests.support.daemon import running
 from tests.support.mosquitto import Mosquitto, find_mosquitto
+from tests.support.ports import free_port
 from tests.test_mqtt_helpers import (
     SERIAL,
     Agent,
@@ -286,3 +289,80 @@ async def test_stop_finishes_in_flight_and_keeps_session(
             assert rows == [(n,)]
     finally:
         agent.close()
+
+
+def make_tls_material(tmp: Path) -> tuple[Path, Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and a mosquitto password file."""
+    cert, key, passwd = tmp / "cert.pem", tmp / "key.pem", tmp / "passwd"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        ["mosquitto_passwd", "-b", "-c", str(passwd), "monitor", "s3cr@t:1"],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key, passwd
+
+
+@pytest.mark.skipif(
+    shutil.which("openssl") is None or shutil.which("mosquitto_passwd") is None,
+    reason="openssl or mosquitto_passwd missing",
+)
+async def test_tls_and_credentials_from_the_url(
+    tmp_path: Path, mosquitto_factory: Callable[..., Mosquitto], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, key, passwd = make_tls_material(tmp_path)
+    tls_port = free_port()
+    broker = mosquitto_factory(
+        extra_config=[
+            f"listener {tls_port} 127.0.0.1",
+            f"certfile {cert}",
+            f"keyfile {key}",
+            f"password_file {passwd}",
+        ]
+    )
+    # The daemon trusts the system's CAs; SSL_CERT_FILE points it at ours.
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    good = f"mqtts://monitor:s3cr%40t%3A1@127.0.0.1:{tls_port}"
+    (tmp_path / "good").mkdir()
+    (tmp_path / "bad").mkdir()
+    async with running(mqtt_config(tmp_path / "good", good)) as d:
+        await mqtt_up(d)
+        agent = Agent(broker)  # the plain listener, for the test's publisher
+        try:
+            await agent.publish(f"express/alarm/{SERIAL}", alarm("over-tls"))
+            await wait_alarms(d, 1)
+        finally:
+            agent.close()
+    assert "as monitor-test" in broker.log_text() and "u'monitor'" in broker.log_text()
+
+    bad = f"mqtts://monitor:wrong@127.0.0.1:{tls_port}"
+    async with running(mqtt_config(tmp_path / "bad", bad)) as d:
+
+        async def refused() -> bool:
+            return "not authorised" in broker.log_text() or "not authorized" in (
+                broker.log_text().lower()
+            )
+
+        await until(refused, "the broker refusing the wrong password")
+        assert d.rt.listeners.get("mqtt") is False
