@@ -4,8 +4,8 @@ with the same client (`monitor_sim.load`) in the same round."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +16,7 @@ from monitor_sim.load import ApiObserver, LoadOptions, LoadResult, run_load
 from monitor_sim.loadgen import LoadReport, ReportMaker
 from monitor_sim.simconfig import SimDevice
 from monitor_sim.wire import Wire
+
 from tests.support.mosquitto import Mosquitto
 from tests.support.ports import free_port
 
@@ -40,10 +41,26 @@ class Figure:
     stored: int = 0
     lost: int = 0
     duplicates: int = 0
+    others_cpu: float = 0.0  # cores other tenants took during the run
+    tries: int = 1
+    p50_ack_ms: float = 0.0
+    p99_ack_ms: float = 0.0
 
     @classmethod
-    def of(cls, r: LoadResult) -> Figure:
-        return cls(r.rate, r.p50_ms, r.p99_ms, r.sent, r.stored, r.lost, r.duplicates)
+    def of(cls, r: LoadResult, others: float = 0.0, tries: int = 1) -> Figure:
+        return cls(
+            r.rate,
+            r.p50_ms,
+            r.p99_ms,
+            r.sent,
+            r.stored,
+            r.lost,
+            r.duplicates,
+            others,
+            tries,
+            r.p50_ack_ms,
+            r.p99_ack_ms,
+        )
 
 
 class PaddedMaker(ReportMaker):
@@ -63,8 +80,10 @@ class AlertmanagerMaker(ReportMaker):
 
     def make(self, n: int) -> LoadReport:
         rid = self.report_id(n)
-        body = ('[{"labels":{"alertname":"PSU","id":"%s","serial":"JPN0012345"},'
-                '"annotations":{"summary":"Power supply 1 failure detected"}}]' % rid)  # fmt: skip
+        body = (
+            '[{"labels":{"alertname":"PSU","id":"' + rid + '","serial":"JPN0012345"},'
+            '"annotations":{"summary":"Power supply 1 failure detected"}}]'
+        )
         return LoadReport(rid, "JPN0012345", Wire("http", "/api/v2/alerts", body.encode(), rid))
 
 
@@ -106,21 +125,49 @@ def _run(opts: LoadOptions, ep: Endpoints, maker: ReportMaker, api_url: str | No
     return asyncio.run(main())
 
 
-def _observed(opts: LoadOptions, ep: Endpoints, maker: ReportMaker, obs: FileObserver) -> LoadResult:
+def _observed(
+    opts: LoadOptions, ep: Endpoints, maker: ReportMaker, obs: FileObserver
+) -> LoadResult:
     async def main() -> LoadResult:
         return await run_load(opts, ep, maker, obs)
 
     return asyncio.run(main())
 
 
+CALM = 0.3  # cores other tenants may take during a run before it is tried again
+TRIES = 3
+
+
+def calm(run_once: Callable[[int], LoadResult], pids: tuple[int, ...]) -> Figure:
+    """Run a measurement; while processes outside the bench took more than
+    CALM cores meanwhile, wait for quiet and run it again (at most TRIES
+    times), keeping the least disturbed run.  `pids`: the live processes
+    under test (their CPU is ours, not another tenant's)."""
+    best: Figure | None = None
+    for attempt in range(TRIES):
+        before = procs.cpu_now(pids)
+        result = run_once(attempt)
+        others = procs.others_cores(before, procs.cpu_now(pids))
+        figure = Figure.of(result, others, attempt + 1)
+        if best is None or figure.others_cpu < best.others_cpu:
+            best = figure
+        if others < CALM:
+            break
+        procs.wait_quiet(CALM, 60, pids)
+    assert best is not None
+    return best
+
+
 # -- SMTP ------------------------------------------------------------------------------
 
 
 def smtp_ceiling(run: str, seconds: float, connections: int = 8) -> Figure:
-    with procs.smtp_sink() as port:
+    with procs.smtp_sink() as (port, pid):
         ep = Endpoints(smtp=f"127.0.0.1:{port}")
         opts = LoadOptions("smtp", 0, seconds, connections=connections)
-        return Figure.of(_run(opts, ep, PaddedMaker("smtp", DEVICES, run), None))
+        return calm(
+            lambda k: _run(opts, ep, PaddedMaker("smtp", DEVICES, f"{run}{k}"), None), (pid,)
+        )
 
 
 def smtp_daemon(tmp: Path, run: str, seconds: float, connections: int = 8) -> tuple[Figure, Figure]:
@@ -128,11 +175,25 @@ def smtp_daemon(tmp: Path, run: str, seconds: float, connections: int = 8) -> tu
     extra = f'\n[smtp]\nlisten = "127.0.0.1:{port}"\naccept = ["alarms@monitor.example"]\n'
     with procs.daemon(tmp, run, extra) as d:
         ep = Endpoints(api=d.url, token="t-admin", smtp=f"127.0.0.1:{port}")
-        top = _run(LoadOptions("smtp", 0, seconds, connections=connections), ep,
-                   PaddedMaker("smtp", DEVICES, run + "a"), d.url)  # fmt: skip
-        half = _run(LoadOptions("smtp", top.rate / 2, seconds, connections=connections), ep,
-                    PaddedMaker("smtp", DEVICES, run + "h"), d.url)  # fmt: skip
-    return Figure.of(top), Figure.of(half)
+        top = calm(
+            lambda k: _run(
+                LoadOptions("smtp", 0, seconds, connections=connections),
+                ep,
+                PaddedMaker("smtp", DEVICES, f"{run}a{k}"),
+                d.url,
+            ),
+            (d.pid,),
+        )
+        half = calm(
+            lambda k: _run(
+                LoadOptions("smtp", top.rate / 2, seconds, connections=connections),
+                ep,
+                PaddedMaker("smtp", DEVICES, f"{run}h{k}"),
+                d.url,
+            ),
+            (d.pid,),
+        )
+    return top, half
 
 
 # -- MQTT ------------------------------------------------------------------------------
@@ -141,33 +202,52 @@ MQTT_CONNECTIONS = 4
 MQTT_WINDOW = 256
 
 
+def _mqtt_opts(rate: float, seconds: float) -> LoadOptions:
+    return LoadOptions("mqtt", rate, seconds, connections=MQTT_CONNECTIONS, window=MQTT_WINDOW)
+
+
 def mqtt_ceiling(tmp: Path, run: str, seconds: float, protocol: int = 4) -> Figure:
-    """A bare consumer: MQTT 3.1.1 (paho's protocol 4) or 5."""
-    with Mosquitto(tmp / f"broker-{run}") as broker:
-        out = tmp / f"consumer-{run}.txt"
-        out.write_text("")
-        with procs.mqtt_consumer(broker.url, out, protocol):
-            ep = Endpoints(mqtt=broker.url)
-            opts = LoadOptions("mqtt", 0, seconds, connections=MQTT_CONNECTIONS,
-                               window=MQTT_WINDOW)  # fmt: skip
-            res = _observed(opts, ep, ReportMaker("mqtt", DEVICES, run), FileObserver(out))
-    return Figure.of(res)
+    """A bare consumer: MQTT 3.1.1 (paho's protocol 4) or 5.  A fresh broker
+    and consumer per try, so a retried run starts from empty queues."""
+
+    def once(k: int) -> LoadResult:
+        with Mosquitto(tmp / f"broker-{run}-{k}") as broker:
+            out = tmp / f"consumer-{run}-{k}.txt"
+            out.write_text("")
+            with procs.mqtt_consumer(broker.url, out, protocol):
+                ep = Endpoints(mqtt=broker.url)
+                maker = ReportMaker("mqtt", DEVICES, f"{run}{k}")
+                return _observed(_mqtt_opts(0, seconds), ep, maker, FileObserver(out))
+
+    return calm(once, ())
 
 
 def mqtt_daemon(tmp: Path, run: str, seconds: float, protocol: int = 5) -> tuple[Figure, Figure]:
     """The daemon subscribed with `[mqtt] protocol` 5 or 3 (3.1.1)."""
     with Mosquitto(tmp / f"broker-{run}") as broker:
-        extra = (f'\n[mqtt]\nurl = "{broker.url}"\nclient_id = "bench-{run}"\n'
-                 f'topic_prefix = "express"\nprotocol = {protocol}\n')  # fmt: skip
+        extra = (
+            f'\n[mqtt]\nurl = "{broker.url}"\nclient_id = "bench-{run}"\n'
+            f'topic_prefix = "express"\nprotocol = {protocol}\n'
+        )
         with procs.daemon(tmp, run, extra) as d:
             ep = Endpoints(api=d.url, token="t-admin", mqtt=broker.url)
-            top = _run(LoadOptions("mqtt", 0, seconds, connections=MQTT_CONNECTIONS,
-                                   window=MQTT_WINDOW), ep,
-                       ReportMaker("mqtt", DEVICES, run + "a"), d.url)  # fmt: skip
-            half = _run(LoadOptions("mqtt", top.rate / 2, seconds, connections=MQTT_CONNECTIONS,
-                                    window=MQTT_WINDOW), ep,
-                        ReportMaker("mqtt", DEVICES, run + "h"), d.url)  # fmt: skip
-    return Figure.of(top), Figure.of(half)
+            pids = (d.pid, broker.pid or 0)
+            top = calm(
+                lambda k: _run(
+                    _mqtt_opts(0, seconds), ep, ReportMaker("mqtt", DEVICES, f"{run}a{k}"), d.url
+                ),
+                pids,
+            )
+            half = calm(
+                lambda k: _run(
+                    _mqtt_opts(top.rate / 2, seconds),
+                    ep,
+                    ReportMaker("mqtt", DEVICES, f"{run}h{k}"),
+                    d.url,
+                ),
+                pids,
+            )
+    return top, half
 
 
 # -- HTTP ------------------------------------------------------------------------------
@@ -176,20 +256,36 @@ HTTP_CONNECTIONS = 32
 
 
 def http_alertmanager(tmp: Path, run: str, count: int) -> Figure:
-    with procs.alertmanager(tmp) as url:
+    with procs.alertmanager(tmp) as (url, pid):
         ep = Endpoints(api=url)
         opts = LoadOptions("http", 0, count=count, connections=HTTP_CONNECTIONS)
-        return Figure.of(_run(opts, ep, AlertmanagerMaker("http", DEVICES, run), None))
+        return calm(
+            lambda k: _run(opts, ep, AlertmanagerMaker("http", DEVICES, f"{run}{k}"), None), (pid,)
+        )
 
 
 def http_daemon(tmp: Path, run: str, count: int, seconds: float) -> tuple[Figure, Figure]:
     with procs.daemon(tmp, run, "") as d:
         ep = Endpoints(api=d.url, token="t-agent")
-        top = _run(LoadOptions("http", 0, count=count, connections=HTTP_CONNECTIONS), ep,
-                   ReportMaker("http", DEVICES, run + "a"), d.url)  # fmt: skip
-        half = _run(LoadOptions("http", top.rate / 2, seconds, connections=HTTP_CONNECTIONS), ep,
-                    ReportMaker("http", DEVICES, run + "h"), d.url)  # fmt: skip
-    return Figure.of(top), Figure.of(half)
+        top = calm(
+            lambda k: _run(
+                LoadOptions("http", 0, count=count, connections=HTTP_CONNECTIONS),
+                ep,
+                ReportMaker("http", DEVICES, f"{run}a{k}"),
+                d.url,
+            ),
+            (d.pid,),
+        )
+        half = calm(
+            lambda k: _run(
+                LoadOptions("http", top.rate / 2, seconds, connections=HTTP_CONNECTIONS),
+                ep,
+                ReportMaker("http", DEVICES, f"{run}h{k}"),
+                d.url,
+            ),
+            (d.pid,),
+        )
+    return top, half
 
 
 # -- serial ----------------------------------------------------------------------------
@@ -202,19 +298,30 @@ def serial_daemon(tmp: Path, run: str, seconds: float) -> tuple[Figure, Figure]:
 
     lines = [PtyLine.open() for _ in range(SERIAL_LINES)]
     try:
-        extra = "".join(f'\n[[serial]]\nport = "{ln.path}"\nbaud = 115200\nnumbers = []\n'
-                        for ln in lines)  # fmt: skip
+        extra = "".join(
+            f'\n[[serial]]\nport = "{ln.path}"\nbaud = 115200\nnumbers = []\n' for ln in lines
+        )
         with procs.daemon(tmp, run, extra) as d:
             ep = Endpoints(api=d.url, token="t-admin", serial=[ln.port for ln in lines])
-            top = _run(LoadOptions("serial", 0, seconds), ep,
-                       ReportMaker("serial", DEVICES, run + "a"), d.url)  # fmt: skip
-            half = _run(LoadOptions("serial", top.rate / 2, seconds), ep,
-                        ReportMaker("serial", DEVICES, run + "h"), d.url)  # fmt: skip
+            top = calm(
+                lambda k: _run(
+                    LoadOptions("serial", 0, seconds),
+                    ep,
+                    ReportMaker("serial", DEVICES, f"{run}a{k}"),
+                    d.url,
+                ),
+                (d.pid,),
+            )
+            half = calm(
+                lambda k: _run(
+                    LoadOptions("serial", top.rate / 2, seconds),
+                    ep,
+                    ReportMaker("serial", DEVICES, f"{run}h{k}"),
+                    d.url,
+                ),
+                (d.pid,),
+            )
     finally:
         for ln in lines:
             ln.close()
-    return Figure.of(top), Figure.of(half)
-
-
-def dumps(obj: object) -> str:
-    return json.dumps(obj, default=lambda o: o.__dict__)
+    return top, half

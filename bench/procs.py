@@ -68,10 +68,12 @@ class Daemon:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"daemon exited: {self.log.read_text()[-2000:]}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(self.url + "/readyz", timeout=1) as resp:
-                    if resp.status == 200:
-                        return self
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(self.url + "/readyz", timeout=1) as resp,
+            ):
+                if resp.status == 200:
+                    return self
             time.sleep(0.1)
         raise TimeoutError(f"daemon not ready: {self.log.read_text()[-2000:]}")
 
@@ -95,30 +97,34 @@ def daemon(tmp: Path, name: str, extra: str) -> Iterator[Daemon]:
 
 
 @contextlib.contextmanager
-def smtp_sink() -> Iterator[int]:
+def smtp_sink() -> Iterator[tuple[int, int]]:
+    """(port, pid) of a bare aiosmtpd sink."""
     port = free_port()
-    proc = subprocess.Popen([PY, str(ROOT / "bench" / "sinks.py"), "smtp", str(port)],
-                            stdout=subprocess.PIPE)  # fmt: skip
+    proc = subprocess.Popen(
+        [PY, str(ROOT / "bench" / "sinks.py"), "smtp", str(port)], stdout=subprocess.PIPE
+    )
     try:
         _wait_line(proc, b"ready")
-        yield port
+        yield port, proc.pid
     finally:
         _stop(proc)
 
 
 @contextlib.contextmanager
-def mqtt_consumer(url: str, out: Path, protocol: int = 4) -> Iterator[Path]:
-    proc = subprocess.Popen([PY, str(ROOT / "bench" / "sinks.py"), "mqtt", url, str(out),
-                             str(protocol)], stdout=subprocess.PIPE)  # fmt: skip
+def mqtt_consumer(url: str, out: Path, protocol: int = 4) -> Iterator[int]:
+    proc = subprocess.Popen(
+        [PY, str(ROOT / "bench" / "sinks.py"), "mqtt", url, str(out), str(protocol)],
+        stdout=subprocess.PIPE,
+    )
     try:
         _wait_line(proc, b"ready")
-        yield out
+        yield proc.pid
     finally:
         _stop(proc)
 
 
 @contextlib.contextmanager
-def alertmanager(tmp: Path) -> Iterator[str]:
+def alertmanager(tmp: Path) -> Iterator[tuple[str, int]]:
     """Alertmanager in memory on loopback with a null receiver, no cluster."""
     port = free_port()
     folder = tmp / f"am-{port}"
@@ -126,13 +132,19 @@ def alertmanager(tmp: Path) -> Iterator[str]:
     cfg = folder / "am.yml"
     cfg.write_text('route:\n  receiver: "null"\nreceivers:\n  - name: "null"\n')
     proc = subprocess.Popen(
-        ["prometheus-alertmanager", f"--config.file={cfg}", f"--storage.path={folder}",
-         f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            "prometheus-alertmanager",
+            f"--config.file={cfg}",
+            f"--storage.path={folder}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_port("127.0.0.1", port, 20)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", proc.pid
     finally:
         _stop(proc)
 
@@ -163,8 +175,16 @@ def machine() -> dict[str, str]:
     mosq = find_mosquitto() or "mosquitto"
     uname = os.uname()
     (ROOT / "var").mkdir(exist_ok=True)
-    df = subprocess.run(["df", "--output=source,fstype", str(ROOT / "var")], capture_output=True,
-                        text=True, check=False).stdout.strip().splitlines()  # fmt: skip
+    df = (
+        subprocess.run(
+            ["df", "--output=source,fstype", str(ROOT / "var")],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        .stdout.strip()
+        .splitlines()
+    )
     disk = " ".join(df[-1].split()) if df else "?"
     return {
         "cpu": f"{cpu}, {os.cpu_count()} cores",
@@ -177,15 +197,25 @@ def machine() -> dict[str, str]:
     }
 
 
-def cpu_now() -> tuple[float, float, float]:
-    """(wall, CPU seconds the machine was busy, CPU seconds of this process
-    and its reaped children).  Their difference over a measurement is what
-    other tenants of this shared machine took meanwhile."""
+def _pid_cpu(pid: int) -> float:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = raw.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_now(pids: tuple[int, ...] = ()) -> tuple[float, float, float]:
+    """(wall, CPU seconds the machine was busy, CPU seconds of this process,
+    its reaped children and the live `pids`).  Their difference over a
+    measurement is what other tenants of this shared machine took meanwhile."""
     with open("/proc/stat", encoding="ascii") as f:
         fields = [int(x) for x in f.readline().split()[1:9]]
     busy = sum(fields) - fields[3] - fields[4]  # all but idle and iowait
     t = os.times()
     own = t.user + t.system + t.children_user + t.children_system
+    own += sum(_pid_cpu(p) for p in pids)
     return time.monotonic(), busy / os.sysconf("SC_CLK_TCK"), own
 
 
@@ -194,13 +224,13 @@ def others_cores(before: tuple[float, float, float], after: tuple[float, float, 
     return max(0.0, (after[1] - before[1]) - (after[2] - before[2])) / wall
 
 
-def wait_quiet(limit: float = 0.3, patience: float = 90.0) -> float:
+def wait_quiet(limit: float = 0.3, patience: float = 90.0, pids: tuple[int, ...] = ()) -> float:
     """Wait (at most `patience` s) until other processes use < `limit` cores
     over two seconds; returns what they used in the last two seconds."""
     deadline = time.monotonic() + patience
     while True:
-        before = cpu_now()
+        before = cpu_now(pids)
         time.sleep(2.0)
-        used = others_cores(before, cpu_now())
+        used = others_cores(before, cpu_now(pids))
         if used < limit or time.monotonic() > deadline:
             return used

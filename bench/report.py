@@ -42,17 +42,39 @@ def _ok(flag: bool) -> str:
 def goals(res: dict[str, Any]) -> list[str]:
     rows = ["| goal | daemon | ceiling | ratio (median of rounds) | |", "|---|---|---|---|---|"]
     spec = [
-        ("mqtt", "MQTT durable ingest ≥ 50 % of a bare Python QoS 1 consumer (same mosquitto, "
-                 "same publisher), MQTT 3.1.1 (`protocol = 3`)", "alarms/s", "msg/s"),
-        ("mqtt5", "the same with MQTT 5 on both sides (`protocol = 5`, SPEC's default)",
-         "alarms/s", "msg/s"),
-        ("smtp", "SMTP ≥ 50 % of a bare aiosmtpd sink (8 persistent connections)",
-         "alarms/s", "msg/s"),
-        ("http", "HTTP push (1 alarm/request, 32 clients) ≥ 50 % of Alertmanager's in-memory "
-                 "single-alert ingest", "alarms/s", "alerts/s"),
-        ("writer", "group-commit writer (64 callers) ≥ 50 % of batched SQLite (commit per 100)",
-         "rows/s", "rows/s"),
-    ]  # fmt: skip
+        (
+            "mqtt",
+            "MQTT durable ingest ≥ 50 % of a bare Python QoS 1 consumer (same mosquitto, "
+            "same publisher), MQTT 3.1.1 (`protocol = 3`)",
+            "alarms/s",
+            "msg/s",
+        ),
+        (
+            "mqtt5",
+            "the same with MQTT 5 on both sides (`protocol = 5`, SPEC's default)",
+            "alarms/s",
+            "msg/s",
+        ),
+        (
+            "smtp",
+            "SMTP ≥ 50 % of a bare aiosmtpd sink (8 persistent connections)",
+            "alarms/s",
+            "msg/s",
+        ),
+        (
+            "http",
+            "HTTP push (1 alarm/request, 32 clients) ≥ 50 % of Alertmanager's in-memory "
+            "single-alert ingest",
+            "alarms/s",
+            "alerts/s",
+        ),
+        (
+            "writer",
+            "group-commit writer (64 callers) ≥ 50 % of batched SQLite (commit per 100)",
+            "rows/s",
+            "rows/s",
+        ),
+    ]
     for key, text, unit_d, unit_c in spec:
         rounds = res.get(key)
         if not rounds:
@@ -66,24 +88,33 @@ def goals(res: dict[str, Any]) -> list[str]:
         rounds = res.get(key)
         if not rounds:
             continue
-        p99 = _med([r["half"]["p99_ms"] for r in rounds])
         rate = _med([r["half"]["rate"] for r in rounds])
+        p99 = _med([r["half"]["p99_ms"] for r in rounds])
+        if key.startswith("mqtt"):  # the PUBACK is the broker's: stored_at is all there is
+            shown, judged = f"{p99:.1f} ms (to `stored_at`)", p99
+        else:  # the ack follows the commit: the conservative figure
+            ack = _med([r["half"].get("p99_ack_ms", 0.0) for r in rounds])
+            shown, judged = f"{ack:.1f} ms to the ack ({p99:.1f} ms to `stored_at`)", max(ack, p99)
         rows.append(
             f"| p99 receipt→durable < 50 ms at half the maximum rate, {key} | "
-            f"{p99:.1f} ms at {_n(rate)}/s | | | {_ok(p99 < LATENCY_GOAL_MS)} |"
+            f"{shown} at {_n(rate)}/s | | | {_ok(judged < LATENCY_GOAL_MS)} |"
         )
     return rows
 
 
 def channel_table(res: dict[str, Any]) -> list[str]:
-    names = {"smtp": ("bare aiosmtpd sink", "daemon, SMTP"),
-             "mqtt": ("bare paho consumer, 3.1.1", "daemon, MQTT 3.1.1"),
-             "mqtt5": ("bare paho consumer, 5", "daemon, MQTT 5"),
-             "http": ("Alertmanager", "daemon, HTTP push"),
-             "serial": ("", "daemon, 8 dial-up lines")}  # fmt: skip
-    rows = ["| channel | round | ceiling /s | daemon /s | ratio | daemon p50 / p99 at max (ms) "
-            "| half rate /s | p50 / p99 at half (ms) | lost | dup | others' CPU |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    names = {
+        "smtp": ("bare aiosmtpd sink", "daemon, SMTP"),
+        "mqtt": ("bare paho consumer, 3.1.1", "daemon, MQTT 3.1.1"),
+        "mqtt5": ("bare paho consumer, 5", "daemon, MQTT 5"),
+        "http": ("Alertmanager", "daemon, HTTP push"),
+        "serial": ("", "daemon, 8 dial-up lines"),
+    }
+    rows = [
+        "| channel | round | ceiling /s | daemon /s | ratio | daemon p50 / p99 at max (ms) "
+        "| half rate /s | p50 / p99 at half (ms), ack | lost | dup | others' CPU (tries) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for key, (cname, dname) in names.items():
         for i, r in enumerate(res.get(key, []), 1):
             c = r.get("ceiling")
@@ -93,24 +124,46 @@ def channel_table(res: dict[str, Any]) -> list[str]:
             rows.append(
                 f"| {dname} | {i} | {ceiling} | {_n(d['rate'])} | {ratio} | "
                 f"{d['p50_ms']:.1f} / {d['p99_ms']:.1f} | {_n(h['rate'])} | "
-                f"{h['p50_ms']:.1f} / {h['p99_ms']:.1f} | {d['lost'] + h['lost']} | "
-                f"{d['duplicates'] + h['duplicates']} | {r.get('others_cpu', 0):.2f} |"
+                f"{h['p50_ms']:.1f} / {h['p99_ms']:.1f}{_ack(key, h)} | {d['lost'] + h['lost']} | "
+                f"{d['duplicates'] + h['duplicates']} | {_others(c, d, h)} |"
             )
     return rows
+
+
+def _ack(key: str, fig: dict[str, Any]) -> str:
+    if key.startswith("mqtt") or "p99_ack_ms" not in fig:
+        return ""
+    return f", ack {fig['p50_ack_ms']:.1f} / {fig['p99_ack_ms']:.1f}"
+
+
+def _others(*figs: dict[str, Any] | None) -> str:
+    """Other tenants' cores during each run (ceiling, daemon, half), and tries."""
+    parts = [
+        f"{f.get('others_cpu', 0):.2f}" + (f" ({f['tries']})" if f.get("tries", 1) > 1 else "")
+        for f in figs
+        if f
+    ]
+    return " / ".join(parts)
 
 
 def wrk_table(res: dict[str, Any]) -> list[str]:
     rounds = [r["wrk"] for r in res.get("http", []) if "wrk" in r]
     if not rounds:
         return []
-    rows = ["| round | Alertmanager /s | daemon /s | ratio | daemon: completed, not stored |",
-            "|---|---|---|---|---|"]  # fmt: skip
+    rows = [
+        "| round | Alertmanager /s | daemon /s | ratio | daemon: completed, not stored |",
+        "|---|---|---|---|---|",
+    ]
     for i, w in enumerate(rounds, 1):
-        rows.append(f"| {i} | {_n(w['alertmanager'])} | {_n(w['daemon'])} | "
-                    f"{w['daemon'] / w['alertmanager']:.0%} | {w['daemon_lost']} |")  # fmt: skip
+        rows.append(
+            f"| {i} | {_n(w['alertmanager'])} | {_n(w['daemon'])} | "
+            f"{w['daemon'] / w['alertmanager']:.0%} | {w['daemon_lost']} |"
+        )
     ratio = _med([w["daemon"] / w["alertmanager"] for w in rounds])
-    rows.append(f"| median | {_n(_med([w['alertmanager'] for w in rounds]))} | "
-                f"{_n(_med([w['daemon'] for w in rounds]))} | {ratio:.0%} | |")  # fmt: skip
+    rows.append(
+        f"| median | {_n(_med([w['alertmanager'] for w in rounds]))} | "
+        f"{_n(_med([w['daemon'] for w in rounds]))} | {ratio:.0%} | |"
+    )
     return rows
 
 
@@ -118,11 +171,16 @@ def writer_table(res: dict[str, Any]) -> list[str]:
     rounds = res.get("writer", [])
     if not rounds:
         return []
-    rows = ["| round | batched 100 (stdlib) rows/s | group commit, 64 callers rows/s | ratio | "
-            "mean batch |", "|---|---|---|---|---|"]  # fmt: skip
+    rows = [
+        "| round | batched 100 (stdlib) rows/s | group commit, 64 callers rows/s | ratio | "
+        "mean batch |",
+        "|---|---|---|---|---|",
+    ]
     for i, r in enumerate(rounds, 1):
-        rows.append(f"| {i} | {_n(r['ceiling'])} | {_n(r['daemon'])} | "
-                    f"{r['daemon'] / r['ceiling']:.0%} | {r['mean_batch']:.1f} |")  # fmt: skip
+        rows.append(
+            f"| {i} | {_n(r['ceiling'])} | {_n(r['daemon'])} | "
+            f"{r['daemon'] / r['ceiling']:.0%} | {r['mean_batch']:.1f} |"
+        )
     return rows
 
 
@@ -136,8 +194,9 @@ def micro_table(res: dict[str, Any]) -> list[str]:
         for key, want in HOURS_GOALS.items():
             if key in b["name"]:
                 goal = f"≥ {_n(want)}/s: {_ok(b['per_s'] >= want)}"
-        rows.append(f"| `{b['name']}` ({b['file']}) | {b['mean_us']:.2f} µs | "
-                    f"{_n(b['per_s'])} | {goal} |")  # fmt: skip
+        rows.append(
+            f"| `{b['name']}` ({b['file']}) | {b['mean_us']:.2f} µs | {_n(b['per_s'])} | {goal} |"
+        )
     return rows
 
 
@@ -169,10 +228,14 @@ def render(res: dict[str, Any]) -> str:
         "",
         "Rates are stored (or, for the ceilings, consumed) reports per second from the first "
         "send to the last store; latency is the client's send time (open loop: the time the "
-        "report was due) to the daemon's `stored_at`. *lost*: acknowledged but not in the "
+        "report was due) to the daemon's `stored_at` (stamped in the storing transaction, just "
+        "before its commit) and, where the acknowledgement follows the commit (HTTP, SMTP, "
+        "serial), to the acknowledgement too (*ack*: an upper bound, with the return trip). "
+        "*lost*: acknowledged but not in the "
         "daemon's API; *dup*: stored twice. *others' CPU*: cores that processes outside the "
-        "bench used during the round (the machine has 2; each round first waits, up to 90 s, "
-        "for them to drop below 0.3).",
+        "bench took during each run (ceiling / daemon / half; the machine has 2); a run during "
+        "which they took more than 0.3 was repeated after a quiet spell, up to 3 tries (shown "
+        "in brackets), keeping the least disturbed.",
         "",
         *channel_table(res),
         "",
@@ -182,8 +245,12 @@ def render(res: dict[str, Any]) -> str:
     if wt := writer_table(res):
         lines += ["## Storage: group-commit writer vs batched SQLite", "", *wt, ""]
     if res.get("micro"):
-        lines += ["## Hours engine, parsers, modem (pytest-benchmark, one run)", "",
-                  *micro_table(res), ""]  # fmt: skip
+        lines += [
+            "## Hours engine, parsers, modem (pytest-benchmark, one run)",
+            "",
+            *micro_table(res),
+            "",
+        ]
     analysis = HERE / "analysis.md"
     if analysis.exists():
         lines += [analysis.read_text(encoding="utf-8").rstrip(), ""]

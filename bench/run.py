@@ -1,6 +1,7 @@
 """The standard benchmark set in one go (`make bench`), written to bench/REPORT.md.
 
-    .venv/bin/python bench/run.py [--runs 3] [--seconds 5] [--only smtp,mqtt,http,serial,writer,micro]
+    .venv/bin/python bench/run.py [--runs 3] [--seconds 5]
+                                  [--only smtp,mqtt,http,serial,writer,micro]
 
 Each round measures a building block's ceiling and, right after, the daemon
 with the same client (`monitor_sim.load`, the code behind `monitor-sim
@@ -92,9 +93,12 @@ def round_http(tmp: Path, i: int, secs: float, count: int) -> dict[str, Any]:
         # counting as completed, so stored may exceed completed; the reverse
         # would be a loss.
         completed = wrk_d["requests"] - wrk_d["errors"]
-        out["wrk"] = {"alertmanager": wrk_am["rate"], "daemon": wrk_d["rate"],
-                      "daemon_lost": max(0, completed - wrk_d["stored"]),
-                      "daemon_errors": wrk_d["errors"]}  # fmt: skip
+        out["wrk"] = {
+            "alertmanager": wrk_am["rate"],
+            "daemon": wrk_d["rate"],
+            "daemon_lost": max(0, completed - wrk_d["stored"]),
+            "daemon_errors": wrk_d["errors"],
+        }
     except (OSError, subprocess.CalledProcessError) as exc:
         log(f"wrk skipped: {exc}")
     return out
@@ -112,8 +116,9 @@ def round_writer(tmp: Path, i: int) -> dict[str, Any]:
     folder = tmp / f"writer{i}"
     folder.mkdir()
     batched = bench_writer.batched(bench_writer._fresh(str(folder), "b.db"), rows)
-    group, mean_batch = bench_writer.group_commit(bench_writer._fresh(str(folder), "g.db"), rows,
-                                                  callers)  # fmt: skip
+    group, mean_batch = bench_writer.group_commit(
+        bench_writer._fresh(str(folder), "g.db"), rows, callers
+    )
     return {"ceiling": batched, "daemon": group, "mean_batch": mean_batch}
 
 
@@ -121,10 +126,23 @@ def micro(tmp: Path) -> list[dict[str, Any]]:
     """The pytest-benchmark suites of tests/bench, summarised per benchmark."""
     out = tmp / "micro.json"
     subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", str(ROOT / "tests" / "bench"), "-m", "bench",
-         "--benchmark-enable", f"--benchmark-json={out}", "-p", "no:cacheprovider"],
-        cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            str(ROOT / "tests" / "bench"),
+            "-m",
+            "bench",
+            "--benchmark-enable",
+            f"--benchmark-json={out}",
+            "-p",
+            "no:cacheprovider",
+        ],
+        cwd=ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     data = json.loads(out.read_text())
     rows = []
     for b in data["benchmarks"]:
@@ -132,10 +150,14 @@ def micro(tmp: Path) -> list[dict[str, Any]]:
         mean = b["stats"]["mean"]
         per_round = extra.get("calls_per_round", 1)
         per_s = extra.get("frames_per_s") or per_round / mean
-        rows.append({
-            "name": b["name"], "file": b["fullname"].split("::")[0].rsplit("/", 1)[-1],
-            "mean_us": 1e6 / per_s, "per_s": per_s,
-        })  # fmt: skip
+        rows.append(
+            {
+                "name": b["name"],
+                "file": b["fullname"].split("::")[0].rsplit("/", 1)[-1],
+                "mean_us": 1e6 / per_s,
+                "per_s": per_s,
+            }
+        )
     return rows
 
 
@@ -147,17 +169,25 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=5.0, help="length of each load run")
-    ap.add_argument("--http-count", type=int, default=30000,
-                    help="requests per HTTP run, the same for both servers")  # fmt: skip
+    ap.add_argument(
+        "--http-count",
+        type=int,
+        default=30000,
+        help="requests per HTTP run, the same for both servers",
+    )
     ap.add_argument("--only", default=",".join(PARTS))
     ap.add_argument("--out", default=str(HERE / "REPORT.md"))
     ap.add_argument("--json", default=str(HERE / "results.json"), help="raw figures")
     args = ap.parse_args()
     parts = [p for p in args.only.split(",") if p]
     (ROOT / "var").mkdir(exist_ok=True)
-    results: dict[str, Any] = {"machine": procs.machine(), "runs": args.runs,
-                               "seconds": args.seconds, "started": time.time(),
-                               "load_before": os.getloadavg()}  # fmt: skip
+    results: dict[str, Any] = {
+        "machine": procs.machine(),
+        "runs": args.runs,
+        "seconds": args.seconds,
+        "started": time.time(),
+        "load_before": os.getloadavg(),
+    }
     with tempfile.TemporaryDirectory(dir=ROOT / "var", prefix="bench-") as tmp_:
         tmp = Path(tmp_)
         for i in range(args.runs):

@@ -24,7 +24,7 @@ def smtp_sink(port: int) -> None:
     from aiosmtpd.smtp import SMTP
 
     class Handler:
-        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
             return "250 OK"
 
     async def main() -> None:
@@ -49,11 +49,13 @@ def mqtt_consumer(url: str, out_path: str, protocol: int = 4) -> None:
 
     parts = urlsplit(url)
     if protocol == 5:  # MQTT 5 sessions persist through clean_start/expiry on connect
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-bare-consumer",
-                             protocol=mqtt.MQTTv5)  # fmt: skip
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id="bench-bare-consumer", protocol=mqtt.MQTTv5
+        )
     else:
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-bare-consumer",
-                             clean_session=False)  # fmt: skip
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id="bench-bare-consumer", clean_session=False
+        )
     lines: list[str] = []
     lock = threading.Lock()
     subscribed = threading.Event()
@@ -76,8 +78,13 @@ def mqtt_consumer(url: str, out_path: str, protocol: int = 4) -> None:
 
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 3600
-        client.connect(parts.hostname or "127.0.0.1", parts.port or 1883, keepalive=60,
-                       clean_start=False, properties=props)  # fmt: skip
+        client.connect(
+            parts.hostname or "127.0.0.1",
+            parts.port or 1883,
+            keepalive=60,
+            clean_start=False,
+            properties=props,
+        )
     else:
         client.connect(parts.hostname or "127.0.0.1", parts.port or 1883, keepalive=60)
     client.loop_start()

@@ -52,6 +52,7 @@ INTERVAL = timedelta(minutes=5)
 CHUNK_PAUSE = 0.005
 EVENTS_KEEP_ROWS = 100_000
 EVENTS_KEEP_AGE = timedelta(days=7)
+INCIDENTS_PER_CHUNK = 500
 # The `counters` row holding the raw-bytes cursor (the last alarm seq done).
 RAW_CURSOR = "retention_raw_seq"
 
@@ -83,13 +84,15 @@ def prune_incidents(
     if cfg.resolved_incidents is None:
         return 0, True, {}
     # Incidents are the budgeted unit; their notices, attempts and events
-    # come along (a handful each), so a chunk may run a little over.
+    # come along (a handful each), so a chunk may run a little over.  At most
+    # INCIDENTS_PER_CHUNK at once: the ids become SQL parameters.
+    take = min(budget, INCIDENTS_PER_CHUNK)
     ids = [
         r[0]
         for r in conn.execute(
             "SELECT id FROM incidents WHERE state = 'resolved' AND resolved_at < ? "
             "ORDER BY id LIMIT ?",
-            (_ago(now, cfg.resolved_incidents), budget),
+            (_ago(now, cfg.resolved_incidents), take),
         )
     ]
     if not ids:
@@ -102,7 +105,8 @@ def prune_incidents(
     ).rowcount
     notices = conn.execute(f"DELETE FROM notices WHERE incident IN ({marks})", ids).rowcount
     events = conn.execute(f"DELETE FROM events WHERE incident IN ({marks})", ids).rowcount
-    # The state test again: belt and braces, this statement alone decides.
+    # Same transaction as the SELECT, so these are still resolved; the state
+    # test stays as the last guard of "never an unresolved incident".
     incidents = conn.execute(
         f"DELETE FROM incidents WHERE state = 'resolved' AND id IN ({marks})", ids
     ).rowcount
@@ -112,7 +116,7 @@ def prune_incidents(
         "notice_attempts": attempts,
         "events": events,
     }
-    return len(ids), len(ids) < budget, counts
+    return len(ids), len(ids) < take, counts
 
 
 def prune_alarms(

@@ -257,6 +257,20 @@ def test_chunks_are_bounded_and_finish(conn: sqlite3.Connection) -> None:
     assert conn.execute("SELECT count(*) FROM alarms").fetchone()[0] == 0
 
 
+def test_many_resolved_incidents_go_a_few_hundred_per_chunk(conn: sqlite3.Connection) -> None:
+    rows = Rows(conn)
+    for _ in range(1200):
+        inc = rows.incident("resolved", seen=NOW - 900 * DAY, resolved_at=NOW - 800 * DAY)
+        rows.notice(inc, at=NOW - 900 * DAY, attempts=1)
+    keep = rows.incident("open", seen=NOW - 900 * DAY)
+
+    totals, chunks = prune_all(conn, CFG)
+
+    assert totals == {"incidents": 1200, "notices": 1200, "notice_attempts": 1200}
+    assert chunks == 3  # 500 + 500 + 200 incidents
+    assert ids(conn, "SELECT id FROM incidents") == {keep}
+
+
 def test_raw_bytes_walk_a_cursor_in_chunks(conn: sqlite3.Connection) -> None:
     rows = Rows(conn)
     cfg = RetentionConfig(raw=timedelta(days=90))

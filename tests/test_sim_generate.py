@@ -57,8 +57,9 @@ def test_same_seed_same_trace_other_seed_other_trace(sim: SimConfig, scenario: s
     assert one != text_of(generate(sim, scenario, 8, SMALL))
     head, *lines = one.splitlines()
     assert json.loads(head)["start"]  # SPEC 7's header
-    assert lines and all({"at", "channel", "format", "device", "id"} <= json.loads(x).keys()
-                         for x in lines)  # fmt: skip
+    assert lines and all(
+        {"at", "channel", "format", "device", "id"} <= json.loads(x).keys() for x in lines
+    )
     assert [json.loads(x)["at"] for x in lines] == sorted(json.loads(x)["at"] for x in lines)
     # The trace file reads back to the same trace.
     assert text_of(parse_trace(one.splitlines())) == one
@@ -135,8 +136,11 @@ def test_weekend_backlog_crosses_a_monday_holiday(sim: SimConfig) -> None:
     assert c1 and all(i["due_at"].startswith("2026-11-2") for i in c1)
     assert "2026-11-21T08:30:00+09:00" in due
     # C-0003's plan ignores holidays: Monday 08:30.
-    assert any(i["due_at"] == "2026-11-23T08:30:00+09:00" for i in incidents.values()
-               if i["contract"] == "C-0003")  # fmt: skip
+    assert any(
+        i["due_at"] == "2026-11-23T08:30:00+09:00"
+        for i in incidents.values()
+        if i["contract"] == "C-0003"
+    )
     assert any(i["after_hours"] for i in incidents.values())  # notify-critical at night
     points = trace.expect["checkpoints"]
     assert any(p["deferred"] for p in points) and any(p["raised"] for p in points)
@@ -158,9 +162,15 @@ def test_load_templates_match_the_encoders() -> None:
     devices = [SimDevice("JPN0012345"), SimDevice("SIGNED0001", secret="s3cret")]
     for n, device in enumerate(devices):
         report = AlarmReport(
-            id=f"r-{n:09d}", serial=device.serial, severity="major", code="PSU-0003",
-            message=MESSAGE, occurred=None, occurred_raw=OCCURRED, component="PSU1",
-        )  # fmt: skip
+            id=f"r-{n:09d}",
+            serial=device.serial,
+            severity="major",
+            code="PSU-0003",
+            message=MESSAGE,
+            occurred=None,
+            occurred_raw=OCCURRED,
+            component="PSU1",
+        )
         decoded = decode_alarm(ReportMaker("http", devices, "r").make(n).wire.payload)
         assert isinstance(decoded, AlarmReport)
         assert encode_alarm(decoded) == encode_alarm(replace(report, sig=decoded.sig))

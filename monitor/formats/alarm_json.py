@@ -133,7 +133,9 @@ def sign(report: AlarmReport, secret: str) -> str:
 
 
 def verify_sig(report: AlarmReport, secret: str) -> bool:
-    if not report.sig:
+    # compare_digest raises TypeError on non-ASCII str: such a `sig` is
+    # simply wrong, never a crash of the listener that checks it.
+    if not report.sig or not report.sig.isascii():
         return False
     return hmac.compare_digest(sign(report, secret), report.sig.lower())
 

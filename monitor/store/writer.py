@@ -123,7 +123,12 @@ class GroupCommitWriter:
                         stop = True
                         break
                     batch.append(item)
-                self._commit_batch(conn, batch)
+                try:
+                    self._commit_batch(conn, batch)
+                except BaseException as exc:
+                    # Never let the thread die: every later caller would
+                    # wait forever on a queue nobody reads.
+                    self._crashed(conn, batch, exc)
         finally:
             conn.close()
 
@@ -140,6 +145,8 @@ class GroupCommitWriter:
                 results = self._execute(conn, batch, savepoints=True)
             except _Retry as exc:  # cannot happen with savepoints; be safe
                 results = [(job, None, exc.error) for job in batch]
+            except sqlite3.Error as exc:  # e.g. the disk filled up meanwhile
+                results = self._fail(conn, batch, exc)
         except sqlite3.Error as exc:
             results = self._fail(conn, batch, exc)
         self.healthy = all(not isinstance(r[2], StorageUnavailable) for r in results)
@@ -164,6 +171,12 @@ class GroupCommitWriter:
             try:
                 result = job.fn(conn)
             except Exception as exc:
+                if not conn.in_transaction:
+                    # SQLite rolled the whole transaction back itself (disk
+                    # full, I/O error): no job of the batch is stored.
+                    if isinstance(exc, sqlite3.Error):
+                        raise
+                    raise sqlite3.OperationalError(f"transaction rolled back: {exc}") from exc
                 if not savepoints:
                     conn.execute("ROLLBACK")
                     raise _Retry(exc) from exc
@@ -188,6 +201,21 @@ class GroupCommitWriter:
             conn.execute("ROLLBACK")
         error = StorageUnavailable(str(exc))
         return [(job, None, error) for job in batch]
+
+    def _crashed(self, conn: sqlite3.Connection, batch: list[_Job], exc: BaseException) -> None:
+        log.error("store writer error", error=f"{type(exc).__name__}: {exc}", batch=len(batch))
+        with contextlib.suppress(Exception):
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        self.healthy = False
+        error = StorageUnavailable(f"{type(exc).__name__}: {exc}")
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, Any, BaseException | None]]]
+        by_loop = {}
+        for job in batch:
+            by_loop.setdefault(job.loop, []).append((job, None, error))
+        for loop, items in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # that loop is closed
+                loop.call_soon_threadsafe(_resolve_all, items)
 
 
 class _Retry(Exception):

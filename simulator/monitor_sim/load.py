@@ -103,6 +103,12 @@ class LoadResult:
     rate: float = 0.0
     p50_ms: float = 0.0
     p99_ms: float = 0.0
+    # Send → acknowledgement: for HTTP, SMTP and serial the ack follows the
+    # commit, so this bounds receipt → durable from above (it adds the
+    # return trip); over MQTT it is the broker's PUBACK and says nothing
+    # about the daemon.
+    p50_ack_ms: float = 0.0
+    p99_ack_ms: float = 0.0
     seconds: float = 0.0  # the sending window the rate is computed over
     errors: Counter[str] = field(default_factory=Counter)
     samples: list[Sample] = field(default_factory=list)
@@ -149,6 +155,9 @@ def account(
             res.stored += 1
             latencies.append((s.stored - s.sent) * 1000)
     res.duplicates = sum(1 for n in times.values() if n > 1)
+    acks = sorted((s.acked - s.sent) * 1000 for s in samples if s.acked is not None)
+    res.p50_ack_ms = percentile(acks, 0.50)
+    res.p99_ack_ms = percentile(acks, 0.99)
     latencies.sort()
     res.p50_ms = percentile(latencies, 0.50)
     res.p99_ms = percentile(latencies, 0.99)

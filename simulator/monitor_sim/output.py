@@ -77,6 +77,7 @@ def load_report(result: LoadResult, channel: str, out: TextIO = sys.stdout) -> N
         ("rate (stored/s of sending)", f"{result.rate:,.0f}/s over {result.seconds:.1f} s"),
         ("ingest latency p50", f"{result.p50_ms:.1f} ms"),
         ("ingest latency p99", f"{result.p99_ms:.1f} ms"),
+        ("acknowledgement p50 / p99", f"{result.p50_ack_ms:.1f} / {result.p99_ack_ms:.1f} ms"),
     ]
     for reason, n in result.errors.most_common(3):
         rows.append((f"not acknowledged: {reason}", f"{n:,}"))
