@@ -55,6 +55,7 @@ async def metrics(request: web.Request) -> web.Response:
     except Exception as exc:  # a scrape must still answer while the store is sick
         log.warning("metrics: store read failed", error=str(exc))
     rt.metrics.store_up.set(1 if rt.store.up else 0)
+    rt.metrics.sync_store_commits(rt.store.stats[0])
     rt.metrics.clock_time.set(rt.clock.now().timestamp())
     body = generate_latest(rt.metrics.registry)
     resp = web.Response(body=body)
