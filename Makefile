@@ -59,6 +59,12 @@ test-deps:
 	    echo "error: could not install prometheus (promtool checks the alert rules)." >&2; \
 	    echo "       install it yourself: apt-get install prometheus" >&2; exit 1; }; \
 	fi
+	@if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; else \
+	  echo "PostgreSQL missing: installing it with apt-get (scale-out store tests)"; \
+	  $(APT_INSTALL) postgresql || { $(APT_GET) update && $(APT_INSTALL) postgresql; } || { \
+	    echo "error: could not install postgresql (tests start a private cluster)." >&2; \
+	    echo "       install it yourself: apt-get install postgresql" >&2; exit 1; }; \
+	fi
 	@if [ "$(BROWSER_DEPS)" != yes ]; then :; \
 	elif command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; else \
 	  echo "chromium missing: installing it with apt-get"; \

@@ -31,7 +31,7 @@ from monitor.retention import RetentionJob
 from monitor.runtime import ConfigHolder, Runtime
 from monitor.scheduler import Scheduler
 from monitor.sdnotify import notify, watchdog_interval
-from monitor.store import Store
+from monitor.store import open_store
 
 log = structlog.get_logger("monitor.daemon")
 
@@ -53,11 +53,14 @@ class Daemon:
         self.stop_event = stop
         loop = asyncio.get_running_loop()
 
-        store = Store(config.daemon.database)
+        store = open_store(config.daemon.database, config.daemon.instance)
         await asyncio.to_thread(store.open)
         clock = make_clock(config.daemon.clock, config.daemon.clock_start)
         metrics = Metrics()
         bus = EventBus()
+        fan_out = getattr(store, "fan_out", None)
+        if fan_out is not None:  # PostgreSQL: other instances' changes reach our SSE
+            fan_out(bus.publish)
         holder = ConfigHolder(config)
         pipeline = Pipeline(store, clock, metrics, bus, holder)
         rt = Runtime(holder, store, clock, metrics, bus, pipeline)

@@ -382,6 +382,14 @@ def next_due(conn: sqlite3.Connection) -> float | None:
 
 def take_step(conn: sqlite3.Connection, ctx: Context, incident: int, wall_now: float) -> None:
     """Take the one step owed now (only that one, even after a long gap)."""
+    if getattr(conn, "dialect", "sqlite") == "postgresql":
+        # Several instances' schedulers race for the same due step: the row
+        # lock is the claim; a row another instance holds is its step.
+        claimed = conn.execute(
+            "SELECT id FROM incidents WHERE id = ? FOR UPDATE SKIP LOCKED", (incident,)
+        ).fetchone()
+        if claimed is None:
+            return
     row = _row(conn, incident)
     at = row["next_step_at"]
     if at is None or at > ctx.ts or row["state"] not in ACTIVE_STATES:
@@ -444,7 +452,7 @@ def count_sla_breaches(conn: sqlite3.Connection, ctx: Context) -> None:
     if rows:
         conn.execute(
             "INSERT INTO counters (name, value) VALUES ('sla_breaches', ?) "
-            "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+            "ON CONFLICT(name) DO UPDATE SET value = counters.value + excluded.value",
             (len(rows),),
         )
 

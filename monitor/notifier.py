@@ -11,6 +11,7 @@ time up to `[notify] max_backoff`.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import time
 from datetime import tzinfo
@@ -34,6 +35,10 @@ log = structlog.get_logger("monitor.notify")
 
 CONCURRENCY = 16
 DEFAULT_MAX_BACKOFF = 600.0
+# PostgreSQL (several instances): a notice being sent is leased to its
+# instance for this long (wall seconds); a dead instance's lease runs out and
+# another instance sends the notice again, with the same Idempotency-Key.
+LEASE_SECONDS = float(os.environ.get("MONITOR_NOTICE_LEASE", "120"))
 
 
 class Notifier:
@@ -47,6 +52,8 @@ class Notifier:
         self._sem = asyncio.Semaphore(CONCURRENCY)
         self._tasks: set[asyncio.Task[None]] = set()
         self.session: aiohttp.ClientSession | None = None
+        self.shared = bool(getattr(self.store, "shared", False))
+        self.instance = str(getattr(self.store, "instance", "")) or "monitor"
 
     @property
     def config(self) -> Config:
@@ -79,6 +86,8 @@ class Notifier:
         wall = time.time()
 
         def query(conn: sqlite3.Connection) -> tuple[list[int], float | None]:
+            if self.shared:
+                return leased_query(conn)
             ids = [
                 r[0]
                 for r in conn.execute(
@@ -89,6 +98,23 @@ class Notifier:
             ]
             nxt = conn.execute(
                 "SELECT min(next_try) FROM notices WHERE status = 'pending' AND next_try > ?",
+                (wall,),
+            ).fetchone()[0]
+            return ids, nxt
+
+        def leased_query(conn: sqlite3.Connection) -> tuple[list[int], float | None]:
+            # Notices another live instance is sending are not ours to pick.
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT id FROM notices WHERE status = 'pending' AND next_try <= ? "
+                    "AND (lease_until IS NULL OR lease_until < ?) ORDER BY next_try LIMIT 200",
+                    (wall, wall),
+                )
+            ]
+            nxt = conn.execute(
+                "SELECT min(GREATEST(next_try, coalesce(lease_until, 0))) FROM notices "
+                "WHERE status = 'pending' AND GREATEST(next_try, coalesce(lease_until, 0)) > ?",
                 (wall,),
             ).fetchone()[0]
             return ids, nxt
@@ -126,6 +152,14 @@ class Notifier:
             row = conn.execute("SELECT * FROM notices WHERE id = ?", (notice,)).fetchone()
             if row is None or row["status"] != "pending":
                 return None
+            if self.shared:
+                claimed = conn.execute(
+                    "UPDATE notices SET claimed_by = ?, lease_until = ? WHERE id = ? "
+                    "AND (lease_until IS NULL OR lease_until < ? OR claimed_by = ?)",
+                    (self.instance, wall + LEASE_SECONDS, notice, wall, self.instance),
+                )
+                if claimed.rowcount == 0:
+                    return None  # another instance is sending it
             attempt = row["attempts"] + 1
             conn.execute("UPDATE notices SET attempts = ? WHERE id = ?", (attempt, notice))
             conn.execute(
@@ -209,6 +243,11 @@ class Notifier:
             current = conn.execute("SELECT status FROM notices WHERE id = ?", (notice,)).fetchone()
             if current is None:
                 return None
+            if self.shared:
+                conn.execute(
+                    "UPDATE notices SET claimed_by = NULL, lease_until = NULL WHERE id = ?",
+                    (notice,),
+                )
             if outcome == "delivered":
                 conn.execute(
                     "UPDATE notices SET status = 'delivered', delivered_at = ?, last_error = NULL "

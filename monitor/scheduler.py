@@ -13,7 +13,7 @@ import asyncio
 import sqlite3
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import structlog
 
@@ -24,6 +24,9 @@ from monitor.store import StorageUnavailable
 log = structlog.get_logger("monitor.scheduler")
 
 BATCH = 200
+# PostgreSQL (several instances): steps owed may have been written by another
+# instance, which does not wake us; look again at least this often.
+SHARED_POLL = timedelta(seconds=1)
 
 
 class Scheduler:
@@ -49,6 +52,9 @@ class Scheduler:
                 await asyncio.sleep(1.0)
             self.pipeline.scheduler_due = due
             when = datetime.fromtimestamp(due, UTC) if due is not None else None
+            if getattr(self.store, "shared", False):
+                poll = self.clock.now() + SHARED_POLL
+                when = poll if when is None else min(when, poll)
             await self.clock.sleep_until(when, self.wake)
 
     async def run_once(self) -> int:

@@ -120,6 +120,7 @@ class Reader(threading.Thread):
                     self.reads += 1
 
 
+@pytest.mark.timeout(SECONDS + 900)
 def test_soak(tmp_path: Path, ptys: list[PtyLine]) -> None:
     line = PtyLine.open()
     ptys.append(line)

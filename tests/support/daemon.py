@@ -156,9 +156,11 @@ def write_config(
     db: Path | None = None,
     http_port: int | None = None,
     name: str = "monitor.toml",
+    db_url: str | None = None,
 ) -> Path:
+    """`db_url`: a postgresql:// URL instead of the SQLite file (scale-out tests)."""
     text = BASE.format(
-        db=db or (tmp / "monitor.db"),
+        db=db_url or db or (tmp / "monitor.db"),
         clock="simulated" if clock_start else "system",
         clock_start=f'clock_start = "{clock_start}"' if clock_start else "",
         http_port=http_port or free_port(),

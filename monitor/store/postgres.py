@@ -1,0 +1,337 @@
+"""PostgreSQL store (`database = "postgresql://…"`): several daemons, one database.
+
+Same shape as the SQLite store: one group-commit writer thread per instance
+runs the callers' transaction functions (the same functions, through
+`pgadapter.Connection`), reads run on a small pool of autocommit
+connections.  What differs is concurrency with *other instances*:
+
+- Each batch runs at REPEATABLE READ, each job under its own SAVEPOINT.  A
+  job that meets another instance's concurrent change (serialization
+  failure, deadlock, or a unique violation such as two instances opening the
+  same fingerprint or storing the same report) is rolled back to its
+  savepoint alone and run again in the next transaction, where it sees the
+  other instance's committed row (and folds, or finds the duplicate).  So
+  dedup, incident creation, folding and scheduler steps are exactly-once by
+  the database's unique keys and row versions, not by luck.
+- A trigger on `events` NOTIFYs every change; `Fanout` LISTENs and feeds
+  the local EventBus, so SSE clients of any instance see every instance's
+  changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from importlib import resources
+from typing import Any, TypeVar, cast
+
+import psycopg
+import structlog
+
+from monitor.store.pgadapter import Connection, retryable
+from monitor.store.sqlite import SchemaTooNew, Store
+from monitor.store.writer import (
+    MAX_BATCH,
+    GroupCommitWriter,
+    StorageUnavailable,
+    _Job,
+    _resolve_all,
+)
+
+log = structlog.get_logger("monitor.store")
+
+T = TypeVar("T")
+
+MAX_ROUNDS = 8  # a job that conflicts this often in a row fails (StorageUnavailable)
+CHANNEL = "monitor_events"
+
+
+def is_postgres(database: str) -> bool:
+    return database.startswith(("postgresql://", "postgres://"))
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    found = []
+    for entry in resources.files("monitor.store").joinpath("migrations_pg").iterdir():
+        name = entry.name
+        if name.endswith(".sql") and name[:4].isdigit():
+            found.append((int(name[:4]), name, entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+def schema_version(conn: Connection) -> int:
+    conn.run("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
+    row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+    return int(row[0]) if row is not None and row[0] is not None else 0
+
+
+def migrate(conn: Connection) -> list[str]:
+    """Apply pending migrations; an advisory lock keeps racing instances in line."""
+    applied: list[str] = []
+    conn.run("BEGIN")
+    try:
+        conn.run("SELECT pg_advisory_xact_lock(7428190013)")
+        current = schema_version(conn)
+        newest = max(v for v, _, _ in migrations())
+        if current > newest:
+            raise SchemaTooNew(
+                f"database schema version {current} is newer than this software's {newest}; "
+                "upgrade express-monitor or restore a matching backup"
+            )
+        for version, name, sql in migrations():
+            if version <= current:
+                continue
+            conn.run(sql)
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+            applied.append(name)
+        conn.run("COMMIT")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            conn.run("ROLLBACK")
+        raise
+    return applied
+
+
+class PgWriter(GroupCommitWriter):
+    """The group-commit writer against PostgreSQL, with conflict retries."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(lambda: cast(sqlite3.Connection, Connection.connect(url)), "pg-writer")
+        self._url = url
+        self.retries = 0
+        self.backend_pid = 0
+
+    def _run(self) -> None:
+        try:
+            conn = Connection.connect(self._url)
+            self.backend_pid = conn.backend_pid
+        except BaseException as exc:
+            self._start_error = exc
+            self._started.set()
+            return
+        self._started.set()
+        try:
+            stop = False
+            while not stop:
+                first = self._queue.get()
+                if first is None:
+                    break
+                batch = [first]
+                while len(batch) < MAX_BATCH:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        stop = True
+                        break
+                    batch.append(item)
+                if conn.broken:
+                    conn = self._reconnect(conn)
+                try:
+                    self._pg_batch(conn, batch)
+                except BaseException as exc:
+                    self._crashed(cast(sqlite3.Connection, conn), batch, exc)
+        finally:
+            conn.close()
+
+    def _reconnect(self, old: Connection) -> Connection:
+        with contextlib.suppress(Exception):
+            old.close()
+        try:
+            conn = Connection.connect(self._url)
+        except sqlite3.Error as exc:
+            log.error("database reconnect failed", error=str(exc))
+            return old  # still broken: this batch fails, the next one tries again
+        self.backend_pid = conn.backend_pid
+        log.info("database reconnected")
+        return conn
+
+    def _pg_batch(self, conn: Connection, batch: list[_Job]) -> None:
+        results: list[tuple[_Job, Any, BaseException | None]] = []
+        pending = batch
+        conflicts: list[tuple[_Job, BaseException]] = []
+        for _ in range(MAX_ROUNDS):
+            try:
+                done, conflicts = self._pg_execute(conn, pending)
+            except sqlite3.Error as exc:
+                log.error("commit failed", error=str(exc), batch=len(pending))
+                with contextlib.suppress(Exception):
+                    if not conn.broken:
+                        conn.run("ROLLBACK")
+                error = StorageUnavailable(str(exc))
+                results.extend((job, None, error) for job in pending)
+                done, conflicts = [], []
+            results.extend(done)
+            pending = [job for job, _ in conflicts]
+            if not pending:
+                break
+            self.retries += len(pending)
+        # Still conflicting after MAX_ROUNDS: not a race but the job's own
+        # doing (a real duplicate key): its caller gets the error itself.
+        for job, last in conflicts:
+            if isinstance(last, sqlite3.OperationalError):
+                last = StorageUnavailable(str(last))
+            results.append((job, None, last))
+        self.healthy = all(not isinstance(r[2], StorageUnavailable) for r in results)
+        self.batches += 1
+        self.jobs += len(batch)
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, Any, BaseException | None]]]
+        by_loop = {}
+        for item in results:
+            by_loop.setdefault(item[0].loop, []).append(item)
+        for loop, items in by_loop.items():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_resolve_all, items)
+
+    def _pg_execute(
+        self, conn: Connection, batch: list[_Job]
+    ) -> tuple[list[tuple[_Job, Any, BaseException | None]], list[tuple[_Job, BaseException]]]:
+        """One transaction: (finished jobs, jobs to run again after a conflict)."""
+        done: list[tuple[_Job, Any, BaseException | None]] = []
+        again: list[tuple[_Job, BaseException]] = []
+        conn.run("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        for job in batch:
+            conn.run("SAVEPOINT job")
+            try:
+                result = job.fn(cast(sqlite3.Connection, conn))
+            except Exception as exc:
+                if conn.broken:
+                    raise sqlite3.OperationalError(f"connection lost: {exc}") from exc
+                conn.run("ROLLBACK TO SAVEPOINT job")
+                conn.run("RELEASE SAVEPOINT job")
+                if retryable(exc):
+                    again.append((job, exc))
+                    continue
+                if isinstance(exc, sqlite3.OperationalError):
+                    exc = StorageUnavailable(str(exc))
+                done.append((job, None, exc))
+                continue
+            conn.run("RELEASE SAVEPOINT job")
+            done.append((job, result, None))
+        try:
+            conn.run("COMMIT")
+        except sqlite3.Error as exc:
+            if retryable(exc) and not conn.broken:
+                with contextlib.suppress(Exception):
+                    conn.run("ROLLBACK")
+                return [], [(job, exc) for job in batch]
+            raise
+        return done, again
+
+
+class Fanout:
+    """LISTEN for other instances' event rows and publish them locally."""
+
+    def __init__(self, url: str, own_pid: Callable[[], int]) -> None:
+        self._url = url
+        self._own_pid = own_pid
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.received = 0
+
+    def start(self, publish: Callable[[list[tuple[int, int]]], None]) -> None:
+        loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(
+            target=self._run, args=(loop, publish), name="pg-listen", daemon=True
+        )
+        self._thread.start()
+
+    def _run(
+        self, loop: asyncio.AbstractEventLoop, publish: Callable[[list[tuple[int, int]]], None]
+    ) -> None:
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self._url, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    while not self._stop.is_set():
+                        batch: list[tuple[int, int]] = []
+                        for note in conn.notifies(timeout=0.5, stop_after=500):
+                            parts = note.payload.split(",")
+                            if len(parts) == 3 and int(parts[2]) != self._own_pid():
+                                batch.append((int(parts[0]), int(parts[1])))
+                        if batch:
+                            self.received += len(batch)
+                            batch.sort()
+                            with contextlib.suppress(RuntimeError):
+                                loop.call_soon_threadsafe(publish, batch)
+            except psycopg.Error as exc:
+                log.warning("event listener lost its connection", error=str(exc))
+                self._stop.wait(1.0)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+class PgStore(Store):
+    """The Store interface on PostgreSQL (see the module docstring)."""
+
+    shared = True  # other instances may write the same database
+
+    def __init__(self, url: str, readers: int = 2, instance: str = "") -> None:
+        super().__init__(url, readers)
+        self.url = url
+        self.instance = instance
+        self._pg_writer: PgWriter | None = None
+        self._pg_readers: list[Connection] = []
+        self.fanout: Fanout | None = None
+
+    def open(self) -> list[str]:
+        conn = Connection.connect(self.url, autocommit=True)
+        try:
+            applied = migrate(conn)
+        finally:
+            conn.close()
+        if applied:
+            log.info("migrations applied", migrations=applied, database="postgresql")
+        writer = PgWriter(self.url)
+        writer.start()
+        self._pg_writer = writer
+        self._writer = writer
+        self._open = True
+        return applied
+
+    def fan_out(self, publish: Callable[[list[tuple[int, int]]], None]) -> None:
+        """Feed other instances' incident changes into `publish` (the EventBus)."""
+        writer = self._pg_writer
+        self.fanout = Fanout(self.url, lambda: writer.backend_pid if writer else 0)
+        self.fanout.start(publish)
+
+    def _pg_reader(self) -> Connection:
+        conn: Connection | None = getattr(self._local, "pg", None)
+        if conn is None or conn.broken:
+            conn = Connection.connect(self.url, autocommit=True)
+            self._local.pg = conn
+            with self._lock:
+                self._pg_readers.append(conn)
+        return conn
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+
+        def call() -> T:
+            return fn(cast(sqlite3.Connection, self._pg_reader()))
+
+        return await loop.run_in_executor(self._readers, call)
+
+    def close(self) -> None:
+        if self.fanout is not None:
+            self.fanout.stop()
+        self._open = False
+        if self._writer is not None:
+            self._writer.close()
+        self._readers.shutdown(wait=True)
+        with self._lock:
+            for conn in self._pg_readers:
+                with contextlib.suppress(Exception):
+                    conn.close()
+            self._pg_readers.clear()
+
+
+__all__ = ["PgStore", "StorageUnavailable", "is_postgres", "migrate", "schema_version"]
