@@ -42,6 +42,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from monitor.listeners import paho_tables
+
+paho_tables.install()
+
 if TYPE_CHECKING:
     from paho.mqtt.client import SocketLike
 
