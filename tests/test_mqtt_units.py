@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from monitor.formats.alarm_json import Invalid
-from monitor.listeners.mqtt import Backoff
+from monitor.listeners.backoff import Backoff
 from monitor.listeners.mqtt_client import (
     BufferedSocket,
     ConnectFailed,

@@ -23,8 +23,9 @@ import serial
 
 import monitor.listeners.serial as serial_listener
 from monitor.frames import encode_frame
+from monitor.listeners.backoff import Backoff
 from monitor.listeners.serial import SerialListener, nak_reason
-from monitor.listeners.serial_port import Backoff, LineWatch, SerialPort
+from monitor.listeners.serial_port import LineWatch, SerialPort
 from monitor.model import Received, SerialConfig
 from tests.support.daemon import RunningDaemon, running, write_config
 from tests.test_serial_listener import alarm, quarantined, until

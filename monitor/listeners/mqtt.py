@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -42,6 +41,7 @@ import structlog
 from monitor.formats.alarm_json import Invalid, decode_alarm
 from monitor.formats.redfish import parse_redfish
 from monitor.heartbeats import HeartbeatTracker
+from monitor.listeners.backoff import Backoff
 from monitor.listeners.mqtt_client import ConnectFailed, MqttConnection, parse_url
 from monitor.listeners.mqtt_payloads import (
     decode_heartbeat,
@@ -68,30 +68,6 @@ RESUME_AT = 1000
 DRAIN_SECONDS = 2.5
 STORAGE_PAUSE = 1.0  # at least this long before reconnecting after storage trouble
 STABLE_SECONDS = 10.0  # a connection that lived this long resets the backoff
-
-
-class Backoff:
-    """Exponential backoff with "equal jitter": half fixed, half random.
-
-    The random half keeps a fleet of daemons (or one daemon's restarts) from
-    hammering a broker that comes back in lockstep.
-    """
-
-    def __init__(
-        self, first: float = 0.5, cap: float = 30.0, rng: random.Random | None = None
-    ) -> None:
-        self.first = first
-        self.cap = cap
-        self.attempts = 0
-        self._rng = rng or random.Random()
-
-    def next(self) -> float:
-        base = min(self.cap, self.first * 2.0 ** min(self.attempts, 30))
-        self.attempts += 1
-        return base / 2 + self._rng.random() * base / 2
-
-    def reset(self) -> None:
-        self.attempts = 0
 
 
 class MqttListener:

@@ -35,7 +35,8 @@ from monitor.formats.alarm_json import Invalid, decode_alarm
 from monitor.formats.devices import DeviceIndex
 from monitor.formats.mail import MailAck, MailReject, MailReports, parse_text
 from monitor.frames import NAK_REASONS
-from monitor.listeners.serial_port import Backoff, Opener, PortIO, SerialPort, open_port
+from monitor.listeners.backoff import Backoff
+from monitor.listeners.serial_port import Opener, PortIO, SerialPort, open_port
 from monitor.model import Config, Received, Rejected, SerialConfig
 from monitor.modem import (
     Action,

@@ -21,7 +21,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import queue
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -77,30 +76,6 @@ def open_port(url: str, baud: int) -> SerialPort:
         url, baudrate=baud, timeout=READ_POLL, write_timeout=WRITE_TIMEOUT, exclusive=True
     )
     return cast(SerialPort, port)
-
-
-class Backoff:
-    """Exponential delays with "equal jitter" (half fixed, half random).
-
-    The jitter keeps several lines that share one USB hub from retrying in
-    lockstep after it comes back.
-    """
-
-    def __init__(
-        self, first: float = 0.5, cap: float = 30.0, rng: random.Random | None = None
-    ) -> None:
-        self.first = first
-        self.cap = cap
-        self.attempts = 0
-        self._rng = rng or random.Random()
-
-    def next(self) -> float:
-        base = min(self.cap, self.first * 2.0 ** min(self.attempts, 30))
-        self.attempts += 1
-        return base / 2 + self._rng.random() * base / 2
-
-    def reset(self) -> None:
-        self.attempts = 0
 
 
 class LineWatch:
