@@ -7,9 +7,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from monitor_agent.conditions import Finding
+from monitor_agent.conditions import Finding, Snapshot, track
 
-__all__ = ["Collector", "CollectorError", "CollectorSpec", "Sample", "TypeInfo"]
+__all__ = [
+    "Collector",
+    "CollectorError",
+    "CollectorSpec",
+    "Sample",
+    "TypeInfo",
+    "remember",
+    "require_output",
+    "require_success",
+]
 
 
 class CollectorError(Exception):
@@ -67,3 +76,40 @@ class TypeInfo:
     options: Mapping[str, str]  # extra keys: name -> "int" | "str" | "zone"
     # A directory path: which file names the runner reads under it.
     dir_files: tuple[str, ...] = ()
+
+
+def require_success(sample: Sample) -> None:
+    """A tool that failed tells us nothing: raise rather than conclude."""
+    if sample.status not in (None, 0):
+        raise CollectorError(f"exit status {sample.status}: {sample.stderr.strip()[-200:]}")
+
+
+def require_output(sample: Sample) -> None:
+    """For tools that exit non-zero on partial trouble but still print what
+    they could read (smartctl, sensors): only empty output is a failure."""
+    if not sample.text.strip():
+        raise CollectorError(
+            f"no output (exit status {sample.status}): {sample.stderr.strip()[-200:]}"
+        )
+
+
+def remember(
+    prefix: str,
+    serial: str,
+    memory: Mapping[str, Any],
+    snapshot: Snapshot,
+    now: datetime,
+    min_severity: str,
+) -> tuple[list[Finding], dict[str, Any]]:
+    """Compare a snapshot with the conditions remembered so far: the findings
+    to report and the memory to keep (the shared tail of every collector)."""
+    conditions = memory.get("conditions", {})
+    findings, state = track(
+        prefix,
+        serial,
+        conditions if isinstance(conditions, dict) else {},
+        snapshot,
+        now,
+        min_severity,
+    )
+    return findings, {"conditions": state}

@@ -27,8 +27,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from monitor_agent.collectors.base import CollectorError, CollectorSpec, Sample, TypeInfo
-from monitor_agent.conditions import Finding, Observation, Snapshot, track
+from monitor_agent.collectors.base import (
+    CollectorError,
+    CollectorSpec,
+    Sample,
+    TypeInfo,
+    remember,
+    require_success,
+)
+from monitor_agent.conditions import Finding, Observation, Snapshot
 
 __all__ = ["INFO", "Controller", "EdacCollector", "observe", "parse_edac"]
 
@@ -160,16 +167,6 @@ class EdacCollector:
     def evaluate(
         self, sample: Sample, memory: Mapping[str, Any], now: datetime
     ) -> tuple[list[Finding], dict[str, Any]]:
-        if sample.status not in (None, 0):
-            raise CollectorError(f"exit status {sample.status}: {sample.stderr.strip()[-200:]}")
+        require_success(sample)
         snapshot = observe(parse_edac(sample.text))
-        counters = memory.get("conditions", {})
-        findings, state = track(
-            "edac",
-            self.serial,
-            counters if isinstance(counters, dict) else {},
-            snapshot,
-            now,
-            self.spec.min_severity,
-        )
-        return findings, {"conditions": state}
+        return remember("edac", self.serial, memory, snapshot, now, self.spec.min_severity)

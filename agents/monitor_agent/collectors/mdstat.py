@@ -27,8 +27,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from monitor_agent.collectors.base import CollectorError, CollectorSpec, Sample, TypeInfo
-from monitor_agent.conditions import Finding, Observation, Snapshot, track
+from monitor_agent.collectors.base import (
+    CollectorError,
+    CollectorSpec,
+    Sample,
+    TypeInfo,
+    remember,
+    require_success,
+)
+from monitor_agent.conditions import Finding, Observation, Snapshot
 
 __all__ = ["INFO", "MdArray", "MdstatCollector", "Member", "observe", "parse_mdstat"]
 
@@ -193,16 +200,6 @@ class MdstatCollector:
     def evaluate(
         self, sample: Sample, memory: Mapping[str, Any], now: datetime
     ) -> tuple[list[Finding], dict[str, Any]]:
-        if sample.status not in (None, 0):
-            raise CollectorError(f"exit status {sample.status}: {sample.stderr.strip()[-200:]}")
+        require_success(sample)
         snapshot = observe(parse_mdstat(sample.text))
-        conditions = memory.get("conditions", {})
-        findings, state = track(
-            "md",
-            self.serial,
-            conditions if isinstance(conditions, dict) else {},
-            snapshot,
-            now,
-            self.spec.min_severity,
-        )
-        return findings, {"conditions": state}
+        return remember("md", self.serial, memory, snapshot, now, self.spec.min_severity)

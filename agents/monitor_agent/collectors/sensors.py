@@ -27,8 +27,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from monitor_agent.collectors.base import CollectorError, CollectorSpec, Sample, TypeInfo
-from monitor_agent.conditions import Finding, Observation, Snapshot, track
+from monitor_agent.collectors.base import (
+    CollectorError,
+    CollectorSpec,
+    Sample,
+    TypeInfo,
+    remember,
+    require_output,
+)
+from monitor_agent.conditions import Finding, Observation, Snapshot
 
 __all__ = ["INFO", "Reading", "SensorsCollector", "observe", "parse_sensors"]
 
@@ -177,20 +184,8 @@ class SensorsCollector:
     def evaluate(
         self, sample: Sample, memory: Mapping[str, Any], now: datetime
     ) -> tuple[list[Finding], dict[str, Any]]:
-        if not sample.text.strip():
-            raise CollectorError(
-                f"no output (exit status {sample.status}): {sample.stderr.strip()[-200:]}"
-            )
+        require_output(sample)
         # sensors exits non-zero when one chip fails to read but still prints
         # the others: use what it printed.
         snapshot = observe(parse_sensors(sample.text))
-        conditions = memory.get("conditions", {})
-        findings, state = track(
-            "sensor",
-            self.serial,
-            conditions if isinstance(conditions, dict) else {},
-            snapshot,
-            now,
-            self.spec.min_severity,
-        )
-        return findings, {"conditions": state}
+        return remember("sensor", self.serial, memory, snapshot, now, self.spec.min_severity)

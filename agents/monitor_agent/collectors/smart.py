@@ -35,8 +35,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from monitor_agent.collectors.base import CollectorError, CollectorSpec, Sample, TypeInfo
-from monitor_agent.conditions import Finding, Observation, Snapshot, track
+from monitor_agent.collectors.base import (
+    CollectorError,
+    CollectorSpec,
+    Sample,
+    TypeInfo,
+    remember,
+    require_output,
+)
+from monitor_agent.conditions import Finding, Observation, Snapshot
 
 __all__ = ["INFO", "SmartCollector", "SmartStatus", "observe", "parse_smart"]
 
@@ -253,10 +260,7 @@ class SmartCollector:
     def evaluate(
         self, sample: Sample, memory: Mapping[str, Any], now: datetime
     ) -> tuple[list[Finding], dict[str, Any]]:
-        if not sample.text.strip():
-            raise CollectorError(
-                f"no output (exit status {sample.status}): {sample.stderr.strip()[-200:]}"
-            )
+        require_output(sample)
         disk = parse_smart(sample.text, self.fallback)
         if disk.exit_status & 0x01:
             raise CollectorError(
@@ -270,13 +274,4 @@ class SmartCollector:
             warning if isinstance(warning, int) else None,
             critical if isinstance(critical, int) else None,
         )
-        conditions = memory.get("conditions", {})
-        findings, state = track(
-            "smart",
-            self.serial,
-            conditions if isinstance(conditions, dict) else {},
-            snapshot,
-            now,
-            self.spec.min_severity,
-        )
-        return findings, {"conditions": state}
+        return remember("smart", self.serial, memory, snapshot, now, self.spec.min_severity)
