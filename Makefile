@@ -18,7 +18,7 @@ APT_GET = $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 APT_INSTALL = $(APT_GET) install -y --no-install-recommends
 
 .DEFAULT_GOAL := help
-.PHONY: help venv setup run test test-deps test-slow bench bench-channels lint check-config clean distclean
+.PHONY: help venv setup run test test-deps test-slow chaos soak fuzz bench bench-channels lint check-config clean distclean
 
 help:
 	@echo "make setup|venv     create $(VENV) and install the project (editable, with test extras)"
@@ -26,6 +26,9 @@ help:
 	@echo "make test           fast tests (not slow, not bench); PYTEST_ARGS='-k foo' passes options"
 	@echo "make test-deps      install mosquitto, promtool (and chromium) with apt-get when missing"
 	@echo "make test-slow      soak/chaos tests"
+	@echo "make chaos          SIGKILL/broker-restart chaos on every channel (docs/reliability.md)"
+	@echo "make soak           30-minute steady replay, RSS and open files sampled (SOAK_SECONDS=…)"
+	@echo "make fuzz           long fuzzing runs (FUZZ_EXAMPLES, FUZZ_ROUNDS); atheris targets in fuzz/"
 	@echo "make bench          benchmarks: bench/run.py writes bench/REPORT.md"
 	@echo "make lint           ruff check, ruff format --check, mypy"
 	@echo "make check-config   validate $(CONFIG)"
@@ -94,6 +97,24 @@ test: $(STAMP) test-deps
 
 test-slow: $(STAMP) test-deps
 	$(BIN)/pytest -q -m slow $(PYTEST_ARGS)
+
+# Reliability (docs/reliability.md).  Figures land in test-artifacts/.
+chaos: $(STAMP) test-deps
+	$(BIN)/pytest -q -m slow tests/test_chaos*.py $(PYTEST_ARGS)
+
+soak: $(STAMP) test-deps
+	$(BIN)/pytest -q -s -m slow tests/test_soak*.py $(PYTEST_ARGS)
+
+# The property tests with many more examples, the listener fuzzing with many
+# more rounds, then each atheris target for FUZZ_SECONDS (when atheris is
+# installed: pip install atheris; otherwise fuzz/run.py mutates the corpus).
+FUZZ_EXAMPLES ?= 5000
+FUZZ_ROUNDS ?= 2500
+FUZZ_SECONDS ?= 60
+fuzz: $(STAMP) test-deps
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q -o timeout=3600 tests/test_fuzz_parsers.py tests/test_formats_fuzz.py tests/test_modem_fuzz.py
+	FUZZ_ROUNDS=$(FUZZ_ROUNDS) $(BIN)/pytest -q -o timeout=3600 tests/test_fuzz_listeners.py
+	$(BIN)/python fuzz/run.py --seconds $(FUZZ_SECONDS)
 
 # The standard set in one go (bench/run.py, see docs/simulator.md): channel
 # ceilings vs the daemon with the same client, Alertmanager (also under wrk,

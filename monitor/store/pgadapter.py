@@ -38,7 +38,8 @@ IDENTITY_KEYS = {
 }
 
 _INSERT = re.compile(r"^\s*INSERT\s+(OR\s+IGNORE\s+)?INTO\s+(\w+)", re.IGNORECASE)
-_RETRY_STATES = frozenset({"40001", "40P01", "23505"})  # serialization, deadlock, unique
+# serialization failure, deadlock, unique violation, lock wait timed out
+_RETRY_STATES = frozenset({"40001", "40P01", "23505", "55P03"})
 
 
 class PgIntegrityError(sqlite3.IntegrityError):

@@ -47,6 +47,10 @@ log = structlog.get_logger("monitor.store")
 T = TypeVar("T")
 
 MAX_ROUNDS = 8  # a job that conflicts this often in a row fails (StorageUnavailable)
+# A job waiting on a row another instance's open batch holds gives up soon
+# and runs again in our next transaction: waiting would hold our own batch's
+# locks meanwhile (convoys, and deadlocks found only after deadlock_timeout).
+LOCK_TIMEOUT_MS = 50
 CHANNEL = "monitor_events"
 
 
@@ -107,8 +111,7 @@ class PgWriter(GroupCommitWriter):
 
     def _run(self) -> None:
         try:
-            conn = Connection.connect(self._url)
-            self.backend_pid = conn.backend_pid
+            conn = self._open_conn()
         except BaseException as exc:
             self._start_error = exc
             self._started.set()
@@ -139,15 +142,21 @@ class PgWriter(GroupCommitWriter):
         finally:
             conn.close()
 
+    def _open_conn(self) -> Connection:
+        conn = Connection.connect(self._url)
+        conn.run(f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
+        conn.run("COMMIT")
+        self.backend_pid = conn.backend_pid
+        return conn
+
     def _reconnect(self, old: Connection) -> Connection:
         with contextlib.suppress(Exception):
             old.close()
         try:
-            conn = Connection.connect(self._url)
+            conn = self._open_conn()
         except sqlite3.Error as exc:
             log.error("database reconnect failed", error=str(exc))
             return old  # still broken: this batch fails, the next one tries again
-        self.backend_pid = conn.backend_pid
         log.info("database reconnected")
         return conn
 

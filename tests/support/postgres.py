@@ -83,6 +83,7 @@ def start_private(root: Path) -> PgServer:
     bindir = _bindir()
     if bindir is None:
         raise RuntimeError("PostgreSQL server binaries (initdb) not found")
+    root.mkdir(parents=True, exist_ok=True)
     run_as: list[str] = []
     user = pwd.getpwuid(os.getuid()).pw_name
     if os.getuid() == 0:
