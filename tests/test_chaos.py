@@ -88,7 +88,7 @@ def run_chaos(
     events: list[str] = []
     started = time.monotonic()
     try:
-        with hook_server() as hook:
+        with hook_server(delay=0.2) as hook:
             smtp_port = free_port()
             cfg = channels_config(
                 tmp_path,
@@ -102,19 +102,13 @@ def run_chaos(
             daemon.start()
             wait_until(lambda: ready(daemon.url), "every listener up", 60)
             http_port = int(daemon.url.rsplit(":", 1)[1])
-            serial = SerialSender(stop, line.port)
-            serial.options = serial.options.__class__(
-                command_timeout=3.0,
-                connect_timeout=5.0,
-                answer_timeout=3.0,  # a dead daemon answers nothing: give up soon
-                tries=1,
-                busy_delay=0.05,
-                guard_time=0.3,
-            )
+            serial = SerialSender(stop, line.port, answer_timeout=3.0, fingerprint_every=60)
+            # A new fingerprint every 60 reports keeps incidents being opened
+            # and notices being sent all along, so kills land mid-notice too.
             senders = [
-                HttpSender(stop, http_port),
-                SmtpSender(stop, smtp_port),
-                MqttSender(stop, broker.host, broker.port, rate=mqtt_rate),
+                HttpSender(stop, http_port, fingerprint_every=60),
+                SmtpSender(stop, smtp_port, fingerprint_every=60),
+                MqttSender(stop, broker.host, broker.port, rate=mqtt_rate, fingerprint_every=60),
                 serial,
             ]
             for s in senders:

@@ -193,7 +193,9 @@ class HookServer:
 
 
 @contextlib.contextmanager
-def hook_server() -> Iterator[HookServer]:
+def hook_server(delay: float = 0.0) -> Iterator[HookServer]:
+    """`delay`: seconds before each answer (a slow receiver widens the window in
+    which a crash finds a notice sent but its outcome not yet recorded)."""
     hook = HookServer()
 
     class Handler(BaseHTTPRequestHandler):
@@ -206,6 +208,8 @@ def hook_server() -> Iterator[HookServer]:
                 body = json.loads(data)
             except ValueError:
                 body = {"unparsed": data.decode("utf-8", "replace")}
+            if delay:
+                time.sleep(delay)
             with hook.lock:
                 hook.notices.append(
                     Notice(self.path, self.headers.get("Idempotency-Key", ""), body)
@@ -254,6 +258,7 @@ class Sender(threading.Thread):
         prefix: str = "",
         limit: int | None = None,
         give_up: float = 120.0,
+        fingerprint_every: int | None = None,
     ) -> None:
         super().__init__(name=f"sender-{self.channel}", daemon=True)
         self.stop = stop
@@ -261,6 +266,9 @@ class Sender(threading.Thread):
         self.prefix = prefix or f"{self.channel}-{uuid.uuid4().hex[:6]}"
         self.limit = limit
         self.give_up = give_up
+        # None: the four COMPONENTS in turn (a few incidents, much folding);
+        # n: a new component (so a new incident) every n reports.
+        self.fingerprint_every = fingerprint_every
         self.acked: list[str] = []
         self.sent_tries = 0
         self.failures = 0
@@ -280,11 +288,12 @@ class Sender(threading.Thread):
         # Mostly `major`, now and then `critical`: folds, and severity rises
         # that send `escalated` notices.
         severity = "critical" if i % 37 == 36 else "major"
+        if self.fingerprint_every:
+            component = f"F{i // self.fingerprint_every:04d}"
+        else:
+            component = COMPONENTS[i % len(COMPONENTS)]
         return report(
-            f"{self.prefix}-{i:06d}",
-            self.channel,
-            severity=severity,
-            component=COMPONENTS[i % len(COMPONENTS)],
+            f"{self.prefix}-{i:06d}", self.channel, severity=severity, component=component
         )
 
     def note(self, kind: str) -> None:
@@ -475,13 +484,17 @@ class SerialSender(Sender):
 
     channel = "serial"
 
-    def __init__(self, stop: threading.Event, port: Any, **kw: Any) -> None:
+    def __init__(
+        self, stop: threading.Event, port: Any, answer_timeout: float = 15.0, **kw: Any
+    ) -> None:
         super().__init__(stop, **kw)
         self.port = port
         self.options = DteOptions(
             command_timeout=3.0,
             connect_timeout=5.0,
-            answer_timeout=15.0,  # above the store's 5 s busy_timeout
+            # Above the store's 5 s busy_timeout by default; a chaos run,
+            # where a dead daemon answers nothing, gives up sooner.
+            answer_timeout=answer_timeout,
             tries=1,
             busy_delay=0.05,
             guard_time=0.3,

@@ -314,16 +314,19 @@ class MqttListener:
                 # Refused (bad signature): the pipeline has quarantined it.
                 await pipeline.accept(Received(report, CHANNEL, "json", payload, topic), received)
         elif where.kind == "redfish":
-            for item in parse_redfish(payload, where.serial):
+            for n, item in enumerate(parse_redfish(payload, where.serial)):
+                # The payload's bytes go with its first record only (kept once
+                # per event, one big payload of small events cost 64 KiB each).
+                kept = payload if n == 0 else b""
                 if isinstance(item, AlarmReport):
                     # Redfish events carry no signature (3.1 `sig`); the broker
                     # ACL binds the topic to the agent's account.
                     await pipeline.accept(
-                        Received(item, CHANNEL, "redfish", payload, topic, signed_ok=True),
+                        Received(item, CHANNEL, "redfish", kept, topic, signed_ok=True),
                         received,
                     )
                 else:
-                    await self._reject(item.reason, payload, topic, item.detail)
+                    await self._reject(item.reason, kept, topic, item.detail)
         elif where.kind == "heartbeat":
             beat = decode_heartbeat(payload)
             if isinstance(beat, Invalid):
