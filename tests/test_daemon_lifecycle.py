@@ -3,6 +3,7 @@ and nothing acknowledged lost to SIGKILL."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import sqlite3
@@ -241,10 +242,8 @@ def test_systemd_notify_protocol(tmp_path: Path) -> None:
     def collect(until: str, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and until not in got:
-            try:
+            with contextlib.suppress(TimeoutError):
                 got.extend(sock.recv(4096).decode().splitlines())
-            except TimeoutError:
-                pass
 
     try:
         collect("WATCHDOG=1")

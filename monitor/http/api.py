@@ -89,8 +89,13 @@ async def get_incidents(request: web.Request) -> web.Response:
     q = request.query
     rows = await rt.store.read(
         lambda conn: list_incidents(
-            conn, state=q.get("state") or None, contract=q.get("contract") or None,
-            device=q.get("device") or None, allowed=who.allowed, limit=limit, after=after,
+            conn,
+            state=q.get("state") or None,
+            contract=q.get("contract") or None,
+            device=q.get("device") or None,
+            allowed=who.allowed,
+            limit=limit,
+            after=after,
         )
     )
     zone = rt.zone
@@ -104,8 +109,9 @@ async def _visible_incident(request: web.Request, who: Principal) -> int:
         raise not_found("incident") from None
     rt = _rt(request)
     row = await rt.store.read(
-        lambda conn: conn.execute("SELECT contract FROM incidents WHERE id = ?", (incident,))
-        .fetchone()
+        lambda conn: conn.execute(
+            "SELECT contract FROM incidents WHERE id = ?", (incident,)
+        ).fetchone()
     )
     who.require(row[0] if row else None, "incident", exists=row is not None)
     return incident
@@ -132,11 +138,13 @@ async def _body(request: web.Request) -> dict[str, Any]:
     try:
         data = await request.json()
     except (ValueError, UnicodeDecodeError):
-        raise web.HTTPBadRequest(text='{"error": "body is not JSON"}',
-                                 content_type="application/json") from None
+        raise web.HTTPBadRequest(
+            text='{"error": "body is not JSON"}', content_type="application/json"
+        ) from None
     if not isinstance(data, dict):
-        raise web.HTTPBadRequest(text='{"error": "body must be a JSON object"}',
-                                 content_type="application/json")
+        raise web.HTTPBadRequest(
+            text='{"error": "body must be a JSON object"}', content_type="application/json"
+        )
     return data
 
 
@@ -188,8 +196,12 @@ async def get_alarms(request: web.Request) -> web.Response:
     q = request.query
     rows = await rt.store.read(
         lambda conn: list_alarms(
-            conn, device=q.get("device") or None, coverage=q.get("coverage") or None,
-            allowed=who.allowed, limit=limit, after=after,
+            conn,
+            device=q.get("device") or None,
+            coverage=q.get("coverage") or None,
+            allowed=who.allowed,
+            limit=limit,
+            after=after,
         )
     )
     zone = rt.zone
@@ -207,7 +219,8 @@ async def get_alarm(request: web.Request) -> web.Response:
         lambda conn: conn.execute(
             "SELECT seq, report_id, channel, format, device, severity, component, code, message,"
             " occurred, received_at, stored_at, coverage, contract, incident FROM alarms"
-            " WHERE seq = ?", (seq,),
+            " WHERE seq = ?",
+            (seq,),
         ).fetchone()
     )
     who.require(row["contract"] if row else None, "alarm", exists=row is not None)
@@ -280,22 +293,25 @@ async def get_contracts(request: web.Request) -> web.Response:
         plan = config.plans[contract.plan]
         sched = schedule_for(config, contract)
         nxt = sched.next_start(now)
-        items.append({
-            "id": contract.id,
-            "customer": contract.customer,
-            "plan": contract.plan,
-            "hours": f"{plan.hours.start // 60:02d}:{plan.hours.start % 60:02d}-"
-                     f"{plan.hours.end // 60:02d}:{plan.hours.end % 60:02d}",
-            "timezone": contract.timezone,
-            "start": contract.start.isoformat(),
-            "years": contract.years,
-            "registered": contract.registered,
-            "after_hours": contract.after_hours,
-            "in_hours": sched.in_hours(now),
-            "next_start": nxt.isoformat() if nxt else None,
-            "devices": sorted(d.serial for d in config.devices.values()
-                              if d.contract == contract.id),
-        })
+        items.append(
+            {
+                "id": contract.id,
+                "customer": contract.customer,
+                "plan": contract.plan,
+                "hours": f"{plan.hours.start // 60:02d}:{plan.hours.start % 60:02d}-"
+                f"{plan.hours.end // 60:02d}:{plan.hours.end % 60:02d}",
+                "timezone": contract.timezone,
+                "start": contract.start.isoformat(),
+                "years": contract.years,
+                "registered": contract.registered,
+                "after_hours": contract.after_hours,
+                "in_hours": sched.in_hours(now),
+                "next_start": nxt.isoformat() if nxt else None,
+                "devices": sorted(
+                    d.serial for d in config.devices.values() if d.contract == contract.id
+                ),
+            }
+        )
     return _json({"items": items, "next": None})
 
 
@@ -337,8 +353,10 @@ async def get_quarantine(request: web.Request) -> web.Response:
         if after is None:
             sql, args = "SELECT * FROM quarantine ORDER BY seq DESC LIMIT ?", (limit,)
         else:
-            sql, args = ("SELECT * FROM quarantine WHERE seq < ? ORDER BY seq DESC LIMIT ?",
-                         (after, limit))
+            sql, args = (
+                "SELECT * FROM quarantine WHERE seq < ? ORDER BY seq DESC LIMIT ?",
+                (after, limit),
+            )
         return list(conn.execute(sql, args).fetchall())
 
     rows = await rt.store.read(query)
