@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import queue
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -35,7 +34,6 @@ import structlog
 from monitor.store.pgadapter import Connection, retryable
 from monitor.store.sqlite import SchemaTooNew, Store
 from monitor.store.writer import (
-    MAX_BATCH,
     GroupCommitWriter,
     StorageUnavailable,
     _Job,
@@ -120,19 +118,9 @@ class PgWriter(GroupCommitWriter):
         try:
             stop = False
             while not stop:
-                first = self._queue.get()
-                if first is None:
+                batch, stop = self._take_batch()
+                if not batch:
                     break
-                batch = [first]
-                while len(batch) < MAX_BATCH:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is None:
-                        stop = True
-                        break
-                    batch.append(item)
                 if conn.broken:
                     conn = self._reconnect(conn)
                 try:

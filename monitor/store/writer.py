@@ -99,6 +99,24 @@ class GroupCommitWriter:
 
     # -- the thread ---------------------------------------------------------
 
+    def _take_batch(self) -> tuple[list[_Job], bool]:
+        """Block for one job, then take everything else already waiting (up
+        to MAX_BATCH): the group of one commit.  The flag says close() was
+        asked for."""
+        first = self._queue.get()
+        if first is None:
+            return [], True
+        batch = [first]
+        while len(batch) < MAX_BATCH:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                return batch, True
+            batch.append(item)
+        return batch, False
+
     def _run(self) -> None:
         try:
             conn = self._connect()
@@ -110,19 +128,9 @@ class GroupCommitWriter:
         try:
             stop = False
             while not stop:
-                first = self._queue.get()
-                if first is None:
+                batch, stop = self._take_batch()
+                if not batch:
                     break
-                batch = [first]
-                while len(batch) < MAX_BATCH:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is None:
-                        stop = True
-                        break
-                    batch.append(item)
                 try:
                     self._commit_batch(conn, batch)
                 except BaseException as exc:
