@@ -201,13 +201,3 @@ class Daemon:
         while True:
             notify("WATCHDOG=1")
             await asyncio.sleep(interval)
-
-
-def run_daemon(config_path: str) -> int:
-    try:
-        config = load_config(config_path)
-    except ConfigError:
-        raise
-    daemon = Daemon(config_path, config)
-    asyncio.run(daemon.run())
-    return 0

@@ -33,6 +33,7 @@ class Context:
     notices: int = 0
     sla_breaches: int = 0
     steps: list[str] = field(default_factory=list)
+    folded: bool = False  # the alarm folded into an unresolved incident
     earliest_due: float | None = None  # earliest next_step_at / respond_by set here
 
     @property
@@ -203,7 +204,6 @@ def _notify(
 class IncidentOutcome:
     incident: int | None
     folded: bool = False
-    created: bool = False
 
 
 def raise_incident(
@@ -298,7 +298,7 @@ def on_alarm(
         due = sched.next_start(ctx.now)
         due_ts = due.timestamp() if due else None
         _update(conn, ctx, row, due_at=due_ts, next_step="raise", next_step_at=due_ts)
-    return IncidentOutcome(row["id"], created=True)
+    return IncidentOutcome(row["id"])
 
 
 def _fold(

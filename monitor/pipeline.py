@@ -148,8 +148,7 @@ class Pipeline:
                     time.time(),
                 )
                 incident = outcome.incident
-                if outcome.folded:
-                    ctx.steps.append("folded")
+                ctx.folded = outcome.folded
             cur = conn.execute(
                 "INSERT INTO alarms (device, report_id, channel, format, severity, component,"
                 " code, message, model, host, occurred, received_at, stored_at, coverage,"
@@ -188,7 +187,7 @@ class Pipeline:
             m.ingest_seconds.observe(time.perf_counter() - wall_start)
             if cov is not Coverage.COVERED:
                 m.alarms_uncovered.labels(coverage=cov.value).inc()
-            if "folded" in ctx.steps:
+            if ctx.folded:
                 m.alarms_duplicate.labels(kind="folded").inc()
         self._after_commit(ctx)
         if not accepted.duplicate:
@@ -246,12 +245,14 @@ class Pipeline:
     # -- people ---------------------------------------------------------------
 
     async def acknowledge(self, incident: int, by: str) -> bool:
-        return await self._run(lambda conn, ctx: incidents.acknowledge(conn, ctx, incident, by))
+        return await self.run_step(lambda conn, ctx: incidents.acknowledge(conn, ctx, incident, by))
 
     async def resolve(self, incident: int, by: str) -> None:
-        await self._run(lambda conn, ctx: incidents.resolve(conn, ctx, incident, by))
+        await self.run_step(lambda conn, ctx: incidents.resolve(conn, ctx, incident, by))
 
-    async def _run(self, fn: Callable[[sqlite3.Connection, incidents.Context], T]) -> T:
+    async def run_step(self, fn: Callable[[sqlite3.Connection, incidents.Context], T]) -> T:
+        """Run an incident change in the writer, then publish it: the one
+        commit-then-publish path for people, the scheduler and the notifier."""
         config = self.config
 
         def tx(conn: sqlite3.Connection) -> tuple[T, incidents.Context]:
@@ -262,10 +263,6 @@ class Pipeline:
         self._after_commit(ctx)
         return result
 
-    async def run_step(self, fn: Callable[[sqlite3.Connection, incidents.Context], T]) -> T:
-        """Scheduler work goes through the same commit-then-publish path."""
-        return await self._run(fn)
-
     def _after_commit(self, ctx: incidents.Context) -> None:
         m = self.metrics
         for plan, severity in ctx.raised:
@@ -273,8 +270,7 @@ class Pipeline:
         if ctx.sla_breaches:
             m.sla_breaches.inc(ctx.sla_breaches)
         for step in ctx.steps:
-            if step != "folded":
-                m.scheduler_steps.labels(step=step).inc()
+            m.scheduler_steps.labels(step=step).inc()
         if ctx.changes:
             self.bus.publish(ctx.changes)
         # Wake the scheduler only when this commit owes a step sooner than

@@ -3,15 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, tzinfo
-from zoneinfo import ZoneInfo
-
-
-def to_epoch(when: datetime) -> float:
-    return when.timestamp()
-
-
-def from_epoch(seconds: float, zone: tzinfo = UTC) -> datetime:
-    return datetime.fromtimestamp(seconds, zone)
 
 
 def rfc3339(seconds: float | None, zone: tzinfo = UTC) -> str | None:
@@ -27,7 +18,3 @@ def parse_rfc3339(text: str) -> datetime:
     if when.tzinfo is None:
         raise ValueError(f"time {text!r} has no offset")
     return when
-
-
-def zone(name: str) -> ZoneInfo:
-    return ZoneInfo(name)
