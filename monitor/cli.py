@@ -206,16 +206,14 @@ def cmd_resolve(args: argparse.Namespace) -> int:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    import contextlib
     import sqlite3
 
-    from monitor.store import backup
+    from monitor.store.pgops import is_postgres_url
 
     config = _load(args.config)
-    if config.daemon.database.startswith("postgresql:"):
-        print("error: use pg_dump for a PostgreSQL store", file=sys.stderr)
-        return 2
     db = config.daemon.database
+    if is_postgres_url(db):
+        return _backup_postgres(db, args.out)
     if not os.path.exists(db):
         print(f"error: database {db} does not exist (has the daemon run yet?)", file=sys.stderr)
         return 1
@@ -223,30 +221,53 @@ def cmd_backup(args: argparse.Namespace) -> int:
     if out in {os.path.realpath(db) + suffix for suffix in ("", "-wal", "-shm")}:
         print(f"error: {args.out} is the live database; name another file", file=sys.stderr)
         return 2
+    return _backup_to(db, args.out, (sqlite3.Error, OSError))
+
+
+def _backup_postgres(url: str, out: str) -> int:
+    from monitor.store import PgOpsError
+
+    if os.path.isdir(out):
+        print(f"error: backup to {out} failed: it is a directory", file=sys.stderr)
+        return 1
+    return _backup_to(url, out, (PgOpsError, OSError))
+
+
+def _backup_to(database: str, out_arg: str, errors: tuple[type[BaseException], ...]) -> int:
+    import contextlib
+
+    from monitor.store import backup
+
     # Written beside OUT, then renamed: an interrupted or failed backup never
     # leaves a torn OUT nor clobbers the previous good one.
+    out = os.path.realpath(out_arg)
     partial = out + ".partial"
     try:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(partial)
-        backup(db, partial)
+        warnings = backup(database, partial)
         os.replace(partial, out)
-    except (sqlite3.Error, OSError) as exc:
+    except errors as exc:
         with contextlib.suppress(OSError):
             os.unlink(partial)
-        print(f"error: backup to {args.out} failed: {exc}", file=sys.stderr)
+        print(f"error: backup to {out_arg} failed: {exc}", file=sys.stderr)
         return 1
-    print(f"backup written to {args.out}")
+    for line in warnings:
+        print(line, file=sys.stderr)
+    print(f"backup written to {out_arg}")
     return 0
 
 
 def cmd_db_status(args: argparse.Namespace) -> int:
     import sqlite3
 
+    from monitor.store.pgops import is_postgres_url
     from monitor.store.sqlite import connect, latest_version, migrations, schema_version
 
     config = _load(args.config)
     path = config.daemon.database
+    if is_postgres_url(path):
+        return _db_status_postgres(path)
     if not os.path.exists(path):
         print(f"database {path}: not created yet; {len(migrations())} migrations pending")
         return 0
@@ -258,8 +279,27 @@ def cmd_db_status(args: argparse.Namespace) -> int:
         print(f"error: {path}: {exc}", file=sys.stderr)
         return 1
     pending = [name for v, name, _ in migrations() if v > version]
-    print(f"database {path}: schema version {version} (this software: {latest_version()})")
-    if version > latest_version():
+    return _print_status(path, version, latest_version(), pending)
+
+
+def _db_status_postgres(url: str) -> int:
+    from monitor.store.pgops import PgOpsError, redact, status
+
+    try:
+        st = status(url)
+    except PgOpsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    name = redact(url)
+    if st.version is None:
+        print(f"database {name}: schema not created yet; {len(st.pending)} migrations pending")
+        return 0
+    return _print_status(name, st.version, st.newest, st.pending)
+
+
+def _print_status(name: str, version: int, newest: int, pending: list[str]) -> int:
+    print(f"database {name}: schema version {version} (this software: {newest})")
+    if version > newest:
         print("schema is NEWER than this software: upgrade before starting the daemon")
         return 1
     print(f"pending migrations: {', '.join(pending) if pending else 'none'}")

@@ -5,11 +5,20 @@ Two halves, as elsewhere in the daemon:
 - pure decision functions of an `Agent` (the stored row) and "now" — what a
   heartbeat, a status message or the passing of time changes, and whether
   that change must be announced;
-- `HeartbeatTracker`, the shell: keeps every agent's row in memory (loaded
-  from the `heartbeats` table), stores each change before the MQTT message
-  that caused it is acknowledged, sleeps on the daemon clock until the next
-  deadline, and announces changes through the pipeline (one door: service
-  hours, dedup and notices apply to AGENT-SILENT like to any alarm).
+- `HeartbeatTracker`, the shell: applies each heartbeat or status in one
+  write transaction (read the agent's row from the `heartbeats` table,
+  decide, store the row and, for a change, an outbox row) before the MQTT
+  message that caused it is acknowledged; sleeps on the daemon clock until
+  the next deadline found in the table; and announces changes through the
+  pipeline (one door: service hours, dedup and notices apply to
+  AGENT-SILENT like to any alarm).
+
+The database is the authority, not memory: with several daemons on one
+PostgreSQL database (MQTT shared subscription) each hears only its share of
+an agent's heartbeats, so deadlines are read from the table, and every
+decision is taken again on the row as stored inside the transaction that
+stores it.  At REPEATABLE READ a concurrent change by another instance makes
+the losing job run again on the new row, so each change is decided once.
 
 Rules:
 
@@ -17,27 +26,31 @@ Rules:
   last heartbeat and the moment the daemon's own broker link came up: while
   that link is down nothing is overdue (the agent is not the one silent), and
   when it returns every agent gets a fresh allowance.  The time it went
-  silent is that deadline.
+  silent is that deadline.  (Each instance counts from its own link; the
+  first to find an agent overdue decides.)
 - `offline` (an agent's retained Last Will, or its goodbye) makes it silent
   at once; `online` or any heartbeat brings it back.
 - Only a change against the stored state counts: the retained status the
-  broker replays on every resubscribe repeats the stored one and does
-  nothing.
+  broker replays on every resubscribe (and, with several instances, the
+  same status delivered to each) repeats the stored one and does nothing.
 
 Announcements go through an outbox table written in the same transaction as
-the state change; a crash between the change and the alarm re-sends the same
-report id, which the pipeline deduplicates.
+the state change; the report id is made from the outbox row, so a crash
+between the change and the alarm re-sends the same report id, which the
+pipeline deduplicates.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import sqlite3
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Literal
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 import structlog
@@ -56,7 +69,16 @@ SILENT_AFTER = 3  # intervals without a heartbeat
 COMPONENT = "agent"
 CODE = "AGENT-SILENT"
 OUTBOX_BATCH = 100
+SCAN_BATCH = 500  # overdue agents decided per look at the table
 RETRY_SECONDS = 1.0
+# Shared store (PostgreSQL): other instances' heartbeats move deadlines and
+# add agents without waking us; look at the table at least this often (as
+# the scheduler does for its steps).
+SHARED_POLL = timedelta(seconds=1)
+# Outbox rows this instance did not write: taken over once pending this
+# long (wall seconds), looked for every SWEEP_SECONDS.
+ORPHAN_AFTER = 15.0
+SWEEP_SECONDS = 5.0
 
 Kind = Literal["silent", "back"]
 
@@ -191,6 +213,28 @@ class _OutboxRow:
     received: float
 
 
+# What to do to an agent's stored row (None: no row): the new row, or the
+# same object / None when nothing is to be stored.
+Decide = Callable[[Agent | None], tuple[Agent | None, Change | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Applied:
+    agent: Agent | None  # the row as stored now (None: there is none)
+    change: Change | None  # decided by this transaction
+    owed: tuple[_OutboxRow, ...] = ()  # to announce, oldest first
+    silent: int | None = None  # agents silent now (counted when something changed)
+
+
+@dataclass(frozen=True, slots=True)
+class _Scan:
+    due: list[str]  # watched agents whose deadline has passed (a hint: re-decided)
+    next_due: float | None  # the earliest deadline still ahead
+    silent: int
+
+
+# `interval` is a keyword in PostgreSQL: quoted where it stands alone.
+_COLUMNS = 'serial, last_seen, "interval", status, silent_since'
 _UPSERT = (
     "INSERT INTO heartbeats (serial, last_seen, interval, status, silent_since)"
     " VALUES (?, ?, ?, ?, ?) ON CONFLICT (serial) DO UPDATE SET"
@@ -201,33 +245,83 @@ _OUTBOX = (
     "INSERT INTO agent_outbox (serial, kind, at, format, message, received)"
     " VALUES (?, ?, ?, ?, ?, ?)"
 )
+_OUTBOX_COLUMNS = "seq, serial, kind, at, format, message, received"
+_SILENT = "SELECT count(*) FROM heartbeats WHERE silent_since IS NOT NULL"
+# `deadline()` in SQL (same double arithmetic: max(last_seen, allowance) +
+# 3 * interval), for the watched rows; parameters: allowance twice, 3.0.
+_DEADLINE = '(CASE WHEN last_seen > ? THEN last_seen ELSE ? END) + ? * "interval"'
+_WATCHED = 'silent_since IS NULL AND "interval" IS NOT NULL AND last_seen IS NOT NULL'
 
 
-def _save(agent: Agent, change: Change | None, now: float) -> Callable[[sqlite3.Connection], None]:
-    def tx(conn: sqlite3.Connection) -> None:
+def _row_agent(row: Any) -> Agent:
+    return Agent(row[0], row[1], row[2], row[3], row[4])
+
+
+def _get(conn: sqlite3.Connection, serial: str) -> Agent | None:
+    row = conn.execute(f"SELECT {_COLUMNS} FROM heartbeats WHERE serial = ?", (serial,)).fetchone()
+    return None if row is None else _row_agent(row)
+
+
+def _decide_tx(serial: str, decide: Decide, now: float) -> Callable[[sqlite3.Connection], _Applied]:
+    """One write job: read the stored row, decide, store the row and the
+    outbox row.  On PostgreSQL the job runs at REPEATABLE READ: if another
+    instance changed the row since our snapshot, the upsert fails with a
+    serialization error and the writer runs the job again on the new row."""
+
+    def tx(conn: sqlite3.Connection) -> _Applied:
+        before = _get(conn, serial)
+        after, change = decide(before)
+        if after is None or after == before:
+            return _Applied(before, None)
         conn.execute(
             _UPSERT,
-            (agent.serial, agent.last_seen, agent.interval, agent.status, agent.silent_since),
+            (after.serial, after.last_seen, after.interval, after.status, after.silent_since),
         )
-        if change is not None:
-            conn.execute(
-                _OUTBOX, (change.serial, change.kind, change.at, change.format, change.message, now)
-            )
+        if change is None:
+            return _Applied(after, None)
+        seq = conn.execute(
+            _OUTBOX, (change.serial, change.kind, change.at, change.format, change.message, now)
+        ).lastrowid
+        # Earlier changes of this agent still owed (their announcer died, or
+        # is slow) go first: a clear must not overtake its AGENT-SILENT.
+        rows = conn.execute(
+            f"SELECT {_OUTBOX_COLUMNS} FROM agent_outbox WHERE serial = ? AND seq <= ?"
+            " ORDER BY seq",
+            (serial, seq),
+        ).fetchall()
+        silent = int(conn.execute(_SILENT).fetchone()[0])
+        return _Applied(after, change, tuple(_OutboxRow(*tuple(r)) for r in rows), silent)
 
     return tx
 
 
-def _load(conn: sqlite3.Connection) -> list[Agent]:
-    rows = conn.execute(
-        "SELECT serial, last_seen, interval, status, silent_since FROM heartbeats"
-    ).fetchall()
-    return [Agent(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+def _scan(now: float, allowance: float) -> Callable[[sqlite3.Connection], _Scan]:
+    def read(conn: sqlite3.Connection) -> _Scan:
+        args = (allowance, allowance, float(SILENT_AFTER))
+        due = conn.execute(
+            f"SELECT serial, {_DEADLINE} AS due FROM heartbeats"
+            f" WHERE {_WATCHED} AND {_DEADLINE} <= ? ORDER BY 2, 1 LIMIT ?",
+            (*args, *args, now, SCAN_BATCH),
+        ).fetchall()
+        ahead = conn.execute(
+            f"SELECT min({_DEADLINE}) FROM heartbeats WHERE {_WATCHED} AND {_DEADLINE} > ?",
+            (*args, *args, now),
+        ).fetchone()[0]
+        silent = int(conn.execute(_SILENT).fetchone()[0])
+        return _Scan([r[0] for r in due], None if ahead is None else float(ahead), silent)
+
+    return read
+
+
+def _startup(conn: sqlite3.Connection) -> tuple[int, list[int]]:
+    silent = int(conn.execute(_SILENT).fetchone()[0])
+    rows = conn.execute("SELECT seq FROM agent_outbox ORDER BY seq").fetchall()
+    return silent, [int(r[0]) for r in rows]
 
 
 def _pending(conn: sqlite3.Connection) -> list[_OutboxRow]:
     rows = conn.execute(
-        "SELECT seq, serial, kind, at, format, message, received FROM agent_outbox"
-        " ORDER BY seq LIMIT ?",
+        f"SELECT {_OUTBOX_COLUMNS} FROM agent_outbox ORDER BY seq LIMIT ?",
         (OUTBOX_BATCH,),
     ).fetchall()
     return [_OutboxRow(*tuple(r)) for r in rows]
@@ -240,30 +334,61 @@ def _delete(seq: int) -> Callable[[sqlite3.Connection], None]:
     return tx
 
 
+def _tick(now: float, allowance: float) -> Decide:
+    def decide(agent: Agent | None) -> tuple[Agent | None, Change | None]:
+        if agent is None:
+            return None, None  # deleted meanwhile (an operator)
+        return on_tick(agent, now, allowance)
+
+    return decide
+
+
 class HeartbeatTracker:
     """Agents' liveness on the daemon clock, for one channel (MQTT).
 
     The listener calls `load()` before it connects, runs `run()` beside its
     connection, tells it `link_up()`/`link_down()`, and awaits
     `heartbeat()`/`status()` before acknowledging the message.
+
+    The `heartbeats` table is the authority, not this object: every decision
+    is taken inside a write transaction on the row read there, so several
+    daemons sharing one PostgreSQL database (each hearing only its share of
+    the messages) decide each change exactly once.
     """
 
     def __init__(self, rt: Runtime, channel: str = "mqtt") -> None:
         self.rt = rt
         self.channel = channel
-        self.agents: dict[str, Agent] = {}
+        # PostgreSQL: other instances write the same tables.
+        self.shared = bool(getattr(rt.store, "shared", False))
         self.allowance_start: float | None = None  # None: our broker link is down
+        self.orphan_after = ORPHAN_AFTER
+        self.sweep_seconds = SWEEP_SECONDS
+        self.passes = 0  # overdue checks done (tests, logs)
+        self.checked_at: float | None = None  # the daemon time the last check looked at
+        self.decided = 0  # changes this instance decided
         self._wake = rt.clock.waker()  # also set by every clock jump
         self._outbox = asyncio.Event()
         self._planned: float | None = None  # the deadline the loop sleeps towards
+        self._checking = False  # an overdue check is running
+        self._early: float | None = None  # a deadline learnt during that check
+        # Outbox rows this instance wrote (it announces them at once), and
+        # other rows with when they were first seen pending (monotonic).
+        self._owed: dict[int, _OutboxRow] = {}
+        self._seen: dict[int, float] = {}
 
     # -- the listener's side ---------------------------------------------------
 
     async def load(self) -> None:
-        agents = await self.rt.store.read(_load)
-        self.agents = {a.serial: a for a in agents}
-        self._gauge()
-        self._outbox.set()  # announce whatever a previous run left owed
+        silent, pending = await self.rt.store.read(_startup)
+        self._gauge(silent)
+        # On a store of our own, what is pending was left by a previous run:
+        # announce it now.  On a shared one it may be another live instance's,
+        # about to be announced by it: take it over only if it stays pending.
+        first = time.monotonic() if self.shared else -math.inf
+        self._seen = {seq: self._seen.get(seq, first) for seq in pending}
+        self._outbox.set()
+        self._wake.set()
 
     def link_up(self) -> None:
         self.allowance_start = self.rt.clock.now().timestamp()
@@ -275,22 +400,30 @@ class HeartbeatTracker:
 
     async def heartbeat(self, serial: str, interval: float, at: datetime) -> None:
         now = at.timestamp()
-        before = self.agents.get(serial)
-        after, change = on_heartbeat(before, serial, now, interval)
-        await self._apply(serial, before, after, change, now)
-        if self.allowance_start is not None:
-            due = deadline(after, self.allowance_start)
-            if due is not None and (self._planned is None or due < self._planned):
-                self._wake.set()
+        applied = await self._apply(
+            serial, lambda agent: on_heartbeat(agent, serial, now, interval), now
+        )
+        self._replan(applied.agent)
 
     async def status(self, serial: str, online: bool, at: datetime) -> None:
         now = at.timestamp()
-        before = self.agents.get(serial)
-        after, change = on_status(before, serial, now, online)
-        if after is before:
+        applied = await self._apply(
+            serial, lambda agent: on_status(agent, serial, now, online), now
+        )
+        self._replan(applied.agent)
+
+    def _replan(self, agent: Agent | None) -> None:
+        """Wake the loop if `agent` (as just stored) is due before it planned."""
+        allowance = self.allowance_start
+        if agent is None or allowance is None:
             return
-        await self._apply(serial, before, after, change, now)
-        self._wake.set()
+        due = deadline(agent, allowance)
+        if due is None:
+            return
+        if self._checking:  # the check may have read the table before this
+            self._early = due if self._early is None else min(self._early, due)
+        elif self._planned is None or due < self._planned:
+            self._wake.set()
 
     # -- the task --------------------------------------------------------------
 
@@ -299,69 +432,75 @@ class HeartbeatTracker:
         try:
             while True:
                 self._wake.clear()  # before looking: a jump during the look is kept
+                self._checking, self._early = True, None
                 try:
-                    await self._check_overdue()
+                    planned = await self._check_overdue()
                 except StorageUnavailable as exc:
                     log.warning("heartbeat check failed; retrying", error=str(exc))
+                    self._checking = False
                     await asyncio.sleep(RETRY_SECONDS)
                     continue
-                self._planned = self._next_deadline()
-                planned = self._planned
+                self._checking = False
+                self.passes += 1
+                early = self._early
+                if early is not None and (planned is None or early < planned):
+                    planned = early
+                self._planned = planned
                 when = datetime.fromtimestamp(planned, UTC) if planned is not None else None
+                if self.shared and self.allowance_start is not None:
+                    # Other instances' heartbeats move deadlines and add
+                    # agents without waking us: look again soon.
+                    poll = self.rt.clock.now() + SHARED_POLL
+                    when = poll if when is None else min(when, poll)
                 await self.rt.clock.sleep_until(when, self._wake)
         finally:
+            self._checking = False
             announcer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await announcer
 
-    async def _check_overdue(self) -> None:
+    async def _check_overdue(self) -> float | None:
+        """Decide every overdue agent in the table; the next deadline."""
         allowance = self.allowance_start
         if allowance is None:
-            return  # paused: our own link is down
-        now = self.rt.clock.now().timestamp()
-        for serial in list(self.agents):
-            before = self.agents.get(serial)
-            if before is None:
-                continue
-            after, change = on_tick(before, now, allowance)
-            if change is not None:
-                await self._apply(serial, before, after, change, now)
+            return None  # paused: our own link is down
+        while True:
+            now = self.rt.clock.now().timestamp()
+            scan = await self.rt.store.read(_scan(now, allowance))
+            self._gauge(scan.silent)
+            planned = scan.next_due
+            for serial in scan.due:
+                # Decided again on the row as it is now: another instance
+                # may have declared it silent, or stored a newer heartbeat.
+                applied = await self._apply(serial, _tick(now, allowance), now)
+                if applied.agent is not None and applied.change is None:
+                    due = deadline(applied.agent, allowance)
+                    if due is not None and (planned is None or due < planned):
+                        planned = due
+            if len(scan.due) < SCAN_BATCH:
+                self.checked_at = now
+                return planned
 
-    def _next_deadline(self) -> float | None:
-        allowance = self.allowance_start
-        if allowance is None:
-            return None
-        dues = (deadline(a, allowance) for a in self.agents.values())
-        return min((d for d in dues if d is not None), default=None)
-
-    async def _apply(
-        self, serial: str, before: Agent | None, after: Agent, change: Change | None, now: float
-    ) -> None:
-        # Memory first, synchronously: the next decision (another message,
-        # the timer) already sees this one.  Writes reach the group-commit
-        # queue in the same order, so the table ends in the same state.
-        self.agents[serial] = after
-        try:
-            await self.rt.store.write(_save(after, change, now))
-        except StorageUnavailable:
-            if self.agents.get(serial) is after:
-                if before is None:
-                    del self.agents[serial]
-                else:
-                    self.agents[serial] = before
-            raise
+    async def _apply(self, serial: str, decide: Decide, now: float) -> _Applied:
+        applied = await self.rt.store.write(_decide_tx(serial, decide, now))
+        change = applied.change
         if change is not None:
+            self.decided += 1
             log.info(
                 "agent " + change.kind,
                 serial=serial,
                 at=rfc3339(change.at),
                 decided_by=change.format,
             )
-            self._gauge()
+            if applied.silent is not None:
+                self._gauge(applied.silent)
+            for row in applied.owed:
+                self._owed[row.seq] = row
             self._outbox.set()
+        return applied
 
-    def _gauge(self) -> None:
-        self.rt.metrics.agents_silent.set(sum(1 for a in self.agents.values() if a.silent))
+    def _gauge(self, silent: int) -> None:
+        self.rt.metrics.agents_silent.set(silent)
 
     # -- announcing through the pipeline -------------------------------------------
 
@@ -374,30 +513,66 @@ class HeartbeatTracker:
                 log.warning("announcing agent changes failed; retrying", error=str(exc))
                 await asyncio.sleep(RETRY_SECONDS)
                 continue
-            if sent < OUTBOX_BATCH:
+            if sent >= OUTBOX_BATCH:
+                continue
+            if self.shared or self._seen:
+                # Rows another instance wrote may be orphaned by its death:
+                # look again now and then (wall time: it is about processes).
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.sweep_seconds):
+                        await self._outbox.wait()
+            else:
                 await self._outbox.wait()
 
     async def announce_pending(self) -> int:
-        """Send owed AGENT-SILENT alarms and clears, oldest first."""
+        """Send owed AGENT-SILENT alarms and clears, oldest first.
+
+        This instance's own decisions at once; other pending rows (left by a
+        previous run, or by an instance that died between its decision and
+        the alarm) once they have stayed pending `orphan_after` seconds — at
+        once on a store of our own when they were there at start.  Each row
+        is deleted only after the pipeline stored its alarm; a row sent twice
+        (two instances taking over the same orphan, a crash before the
+        delete) has the same report id and is kept once.
+        """
+        sent = 0
+        while self._owed:
+            seq = min(self._owed)
+            await self._announce(self._owed[seq])
+            self._owed.pop(seq, None)
+            self._seen.pop(seq, None)
+            sent += 1
         rows = await self.rt.store.read(_pending)
+        mono = time.monotonic()
+        seen: dict[int, float] = {}
         for row in rows:
-            device = self.rt.config.current.devices.get(row.serial)
-            report = report_for(row.serial, row.kind, row.at, row.message, device)
-            raw = msgspec.json.encode(
-                {
-                    "serial": row.serial,
-                    "kind": row.kind,
-                    "at": rfc3339(row.at),
-                    "decided_by": row.format,
-                }
-            )
-            received = Received(
-                report, self.channel, row.format, raw, peer="heartbeat-tracker", signed_ok=True
-            )  # synthetic: nobody to sign it
-            result = await self.rt.pipeline.accept(
-                received, datetime.fromtimestamp(row.received, UTC)
-            )
-            if isinstance(result, Refused):  # cannot happen for a synthetic report
-                log.error("agent alarm refused", serial=row.serial, reason=result.reason)
-            await self.rt.store.write(_delete(row.seq))
-        return len(rows)
+            if row.seq in self._owed:
+                continue  # decided meanwhile: the next round sends it
+            first = self._seen.get(row.seq, mono)
+            if mono - first < self.orphan_after:
+                seen[row.seq] = first
+                continue
+            await self._announce(row)
+            sent += 1
+        self._seen = seen
+        return sent
+
+    async def _announce(self, row: _OutboxRow) -> None:
+        device = self.rt.config.current.devices.get(row.serial)
+        report = report_for(row.serial, row.kind, row.at, row.message, device)
+        raw = msgspec.json.encode(
+            {
+                "serial": row.serial,
+                "kind": row.kind,
+                "at": rfc3339(row.at),
+                "decided_by": row.format,
+            }
+        )
+        received = Received(
+            report, self.channel, row.format, raw, peer="heartbeat-tracker", signed_ok=True
+        )  # synthetic: nobody to sign it
+        result = await self.rt.pipeline.accept(received, datetime.fromtimestamp(row.received, UTC))
+        if isinstance(result, Refused):  # cannot happen for a synthetic report
+            log.error("agent alarm refused", serial=row.serial, reason=result.reason)
+        # Only now: the alarm is durable (a crash before this re-sends it).
+        await self.rt.store.write(_delete(row.seq))

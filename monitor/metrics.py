@@ -107,7 +107,7 @@ class Metrics:
         )
         self.retention_runs = Counter(
             "monitor_retention_runs",
-            "Retention passes by outcome (ok | failed)",
+            "Retention passes by outcome (ok | failed | skipped: another instance ran it)",
             ["outcome"],
             registry=r,
         )
@@ -125,7 +125,7 @@ class Metrics:
             self.incidents.labels(state=state).set(0)
         for table in RETENTION_TABLES:
             self.retention_pruned.labels(table=table)
-        for outcome in ("ok", "failed"):
+        for outcome in ("ok", "failed", "skipped"):
             self.retention_runs.labels(outcome=outcome)
 
     def sync_store_commits(self, batches: int) -> None:

@@ -24,11 +24,27 @@ The rules (`[retention]`, each optional; docs/operations.md):
 - `events` (the SSE change feed) always keeps a bounded tail, config or not:
   the newest `EVENTS_KEEP_ROWS` rows, and none older than `EVENTS_KEEP_AGE`.
   A client resuming from an event no longer held gets `event: reset`.
+
+On a shared store (PostgreSQL, several instances: `store.shared`) every
+instance runs the job, but one pass per `INTERVAL` is done for all of them:
+the first chunk of a pass *claims* it (`claim_pass`), in the same
+transaction as its deletes.  The claim is a pair of `counters` rows (no
+extra table): when the last pass was claimed (daemon clock) and by which
+instance.  An instance skips its pass when another instance's chunk holds
+the advisory lock `PASS_LOCK` right now, or when another instance claimed a
+pass less than `INTERVAL` ago; so the instance that ran the last pass keeps
+running them, and when it stops, another takes over one `INTERVAL` later.
+Two instances claiming at the same moment cannot both win: the loser either
+fails to take the lock, or (its REPEATABLE READ snapshot predating the
+winner's commit) its upsert of the claim row meets a serialization failure
+and the writer runs it again, when it sees the winner's claim.  A skipped
+pass counts as `monitor_retention_runs_total{outcome="skipped"}`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import sqlite3
 import time
 from collections.abc import Callable
@@ -55,6 +71,12 @@ EVENTS_KEEP_AGE = timedelta(days=7)
 INCIDENTS_PER_CHUNK = 500
 # The `counters` row holding the raw-bytes cursor (the last alarm seq done).
 RAW_CURSOR = "retention_raw_seq"
+
+# Shared store: the advisory lock a pass's claim is taken under (the
+# migrations use 7428190013), and the `counters` rows recording the claim.
+PASS_LOCK = 7428190014
+PASS_AT = "retention_pass_at"  # daemon-clock milliseconds of the last claimed pass
+PASS_BY = "retention_pass_by"  # instance_id() of the instance that claimed it
 
 # An alarm whose incident exists and is not resolved is never pruned.
 _KEEP_ALARM = (
@@ -266,6 +288,39 @@ def prune(
     return counts
 
 
+def instance_id(name: str) -> int:
+    """A stable number for `[daemon] instance` (fits a BIGINT counter)."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=7).digest(), "big")
+
+
+def claim_pass(
+    conn: sqlite3.Connection, now: float, me: int, interval: timedelta = INTERVAL
+) -> str | None:
+    """Claim the retention pass at daemon time `now` for instance `me`.
+
+    PostgreSQL only (a shared store).  Returns None when claimed (the claim
+    commits with the caller's transaction), else why the pass is skipped.
+    """
+    locked = conn.execute(f"SELECT pg_try_advisory_xact_lock({PASS_LOCK})").fetchone()
+    if locked is None or not locked[0]:
+        return "another instance is running a pass"
+    rows = conn.execute(
+        "SELECT name, value FROM counters WHERE name IN (?, ?)", (PASS_AT, PASS_BY)
+    ).fetchall()
+    held = {str(r[0]): int(r[1]) for r in rows}
+    now_ms = int(now * 1000)
+    at, by = held.get(PASS_AT), held.get(PASS_BY)
+    if at is not None and by != me and abs(now_ms - at) < interval.total_seconds() * 1000:
+        return f"another instance ran a pass {abs(now_ms - at) / 1000:.0f} s (daemon clock) ago"
+    for name, value in ((PASS_AT, now_ms), (PASS_BY, me)):
+        conn.execute(
+            "INSERT INTO counters (name, value) VALUES (?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+            (name, value),
+        )
+    return None
+
+
 def quarantine_bytes(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT coalesce(sum(length(raw)), 0) FROM quarantine").fetchone()[0])
 
@@ -278,6 +333,7 @@ class RetentionJob:
         self.interval = interval
         self.chunk = chunk
         self.passes = 0
+        self.skipped = 0  # passes left to another instance (shared store)
 
     async def run(self) -> None:
         clock = self.rt.clock
@@ -289,8 +345,9 @@ class RetentionJob:
             # idempotent).  Not re-raised: the supervisor's restart would
             # run a pass at once, in a tight loop on a sick store.
             try:
-                await self.run_once()
-                self.rt.metrics.retention_runs.labels(outcome="ok").inc()
+                done = await self.run_once()
+                outcome = "ok" if done is not None else "skipped"
+                self.rt.metrics.retention_runs.labels(outcome=outcome).inc()
             except StorageUnavailable as exc:
                 self.rt.metrics.retention_runs.labels(outcome="failed").inc()
                 log.warning("retention pass failed", error=str(exc))
@@ -303,16 +360,39 @@ class RetentionJob:
             while clock.now() < due and not wake.is_set():
                 await clock.sleep_until(due, wake)
 
-    async def run_once(self) -> Counts:
-        """One full pass; returns the totals removed by table."""
+    async def run_once(self) -> Counts | None:
+        """One full pass; returns the totals removed by table, or None when
+        another instance runs this pass (shared store)."""
         self.passes += 1
-        cfg = self.rt.config.current.retention
+        config = self.rt.config.current
+        cfg = config.retention
         now = self.rt.clock.now().timestamp()
         started = time.monotonic()
         totals: Counts = {}
         chunks = 0
+        shared = bool(getattr(self.rt.store, "shared", False))
+        me = instance_id(config.daemon.instance)
+        skipped: list[str] = []
+
+        def first(conn: sqlite3.Connection) -> Counts:
+            skipped.clear()  # the writer may run a job again after a conflict
+            why = claim_pass(conn, now, me, self.interval)
+            if why is not None:
+                skipped.append(why)
+                return {}
+            return prune(conn, now, cfg, self.chunk)
+
         while True:
-            got = await self.rt.store.write(lambda conn: prune(conn, now, cfg, self.chunk))
+            if shared and chunks == 0:
+                got = await self.rt.store.write(first)
+                if skipped:
+                    self.skipped += 1
+                    held = await self.rt.store.read(quarantine_bytes)
+                    self.rt.metrics.quarantine_bytes.set(held)
+                    log.info("retention pass skipped", reason=skipped[0])
+                    return None
+            else:
+                got = await self.rt.store.write(lambda conn: prune(conn, now, cfg, self.chunk))
             chunks += 1
             more = got.pop("_more", 0)
             for name, n in got.items():

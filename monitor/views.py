@@ -125,7 +125,7 @@ def list_incidents(
     limit: int,
     after: int | None,
 ) -> list[sqlite3.Row]:
-    where: list[str] = ["1"]
+    where: list[str] = ["1 = 1"]  # portable: PostgreSQL rejects a bare "1"
     args: list[Any] = []
     if state:
         where.append("state = ?")
@@ -157,7 +157,7 @@ def list_alarms(
     limit: int,
     after: int | None,
 ) -> list[sqlite3.Row]:
-    where: list[str] = ["1"]
+    where: list[str] = ["1 = 1"]  # portable: PostgreSQL rejects a bare "1"
     args: list[Any] = []
     if device:
         where.append("device = ?")

@@ -26,6 +26,7 @@ from monitor.listeners.mqtt_payloads import (
     decode_heartbeat,
     decode_status,
     route,
+    subscriptions,
     topic_filters,
 )
 from tests.support.daemon import running
@@ -40,7 +41,30 @@ def test_topic_filters_plain_and_shared() -> None:
         "express/status/+",
         "express/redfish/+",
     ]
-    assert topic_filters("site/a", "g1")[0] == "$share/g1/site/a/alarm/+"
+    assert topic_filters("site/a", "g1") == [
+        "$share/g1/site/a/alarm/+",
+        "$share/g1/site/a/heartbeat/+",
+        # Never shared: retained statuses are not sent on shared subscriptions.
+        "site/a/status/+",
+        "$share/g1/site/a/redfish/+",
+    ]
+
+
+def test_subscriptions_qos() -> None:
+    assert subscriptions("express") == [
+        ("express/alarm/+", 1),
+        ("express/heartbeat/+", 1),
+        ("express/status/+", 1),
+        ("express/redfish/+", 1),
+    ]
+    # In a share group every instance gets every status; QoS 0 so that none
+    # is queued for an absent instance (it gets the retained one on return).
+    assert subscriptions("express", "g1") == [
+        ("$share/g1/express/alarm/+", 1),
+        ("$share/g1/express/heartbeat/+", 1),
+        ("express/status/+", 0),
+        ("$share/g1/express/redfish/+", 1),
+    ]
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,9 @@
 The daemon is a client of the broker with a fixed client id and a
 persistent session (3.1.1 `clean_session=0`; MQTT 5 clean start false with
 a session expiry), subscribed with QoS 1 to `<prefix>/alarm/+`,
-`heartbeat/+`, `status/+` and `redfish/+` on every (re)connect.
+`heartbeat/+`, `status/+` and `redfish/+` on every (re)connect (with a
+share group: `$share/<group>/…`, except `status/+`, see
+`mqtt_payloads.subscriptions`).
 
 The one rule: a PUBLISH is acknowledged only after what it carries is
 committed — the alarm stored, the heartbeat or status change stored, or the
@@ -47,7 +49,7 @@ from monitor.listeners.mqtt_payloads import (
     decode_heartbeat,
     decode_status,
     route,
-    topic_filters,
+    subscriptions,
 )
 from monitor.model import AlarmReport, MqttConfig, Received, Rejected
 from monitor.store import StorageUnavailable
@@ -77,7 +79,8 @@ class MqttListener:
         self.rt = rt
         self.config = config
         self.endpoint = parse_url(config.url)
-        self.topics = topic_filters(config.topic_prefix, config.share_group)
+        self.subscriptions = subscriptions(config.topic_prefix, config.share_group)
+        self.topics = [topic for topic, _ in self.subscriptions]
         self.tracker = HeartbeatTracker(rt, CHANNEL)
         self.backoff = Backoff()
         self._stopping = asyncio.Event()
@@ -150,7 +153,7 @@ class MqttListener:
             up_since: float | None = None
             try:
                 present = await conn.connect()
-                await conn.subscribe([(topic, 1) for topic in self.topics])
+                await conn.subscribe(self.subscriptions)
                 up_since = time.monotonic()
                 self.connects += 1
                 self.tracker.link_up()

@@ -21,9 +21,34 @@ MAX_INTERVAL = 86400.0  # a day: beyond that "heartbeat" means nothing
 
 
 def topic_filters(prefix: str, share_group: str = "") -> list[str]:
-    """The subscriptions, one per kind; `$share/<group>/…` when shared."""
+    """The subscriptions, one per kind; `$share/<group>/…` when shared.
+
+    `status` is never shared: MQTT 5 sends no retained messages on a shared
+    subscription, and the retained status (an agent's Last Will `offline`)
+    is the state the broker replays on every subscribe.  Each instance gets
+    every status; the first to store a change decides it, for the others it
+    repeats the stored state and does nothing (monitor.heartbeats).
+    """
     share = f"$share/{share_group}/" if share_group else ""
-    return [f"{share}{prefix}/{kind}/+" for kind in KINDS]
+    return [f"{'' if kind == 'status' else share}{prefix}/{kind}/+" for kind in KINDS]
+
+
+def subscriptions(prefix: str, share_group: str = "") -> list[tuple[str, int]]:
+    """`topic_filters` with the QoS to subscribe each with.
+
+    QoS 1 (acknowledged after the commit, queued in our session while we are
+    away), except the unshared `status` of an instance in a share group:
+    QoS 0, so the broker queues nothing for it while it is away.  Other
+    instances stored those changes meanwhile; replayed later against the
+    current state, an old `offline` would raise an AGENT-SILENT that is no
+    longer true.  What it needs on its return is the current status, which
+    the broker sends as the retained message on subscribe (and again after
+    any reconnect, so a status lost to a crash before its commit comes back).
+    """
+    return [
+        (topic, 0 if share_group and kind == "status" else 1)
+        for kind, topic in zip(KINDS, topic_filters(prefix, share_group), strict=True)
+    ]
 
 
 @dataclass(frozen=True, slots=True)
