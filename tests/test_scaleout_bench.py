@@ -5,16 +5,23 @@ tests/test_scaleout_bench.py` (needs wrk)."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support import mosquitto as mosquitto_support
 from tests.support.daemon import DaemonProcess, write_config
+from tests.support.mosquitto import Mosquitto, find_mosquitto
 from tests.support.postgres import PgServer, pg_server  # noqa: F401
+from tests.test_mqtt_helpers import mqtt_section
+
+mosquitto_factory = mosquitto_support.mosquitto_factory
 
 pytestmark = [
     pytest.mark.bench,
@@ -103,3 +110,75 @@ def test_throughput_by_instances(
         rows.append(f"| {name} | " + " | ".join(f"{rate:,.0f}/s" for rate, _ in figures) + " |")
     print("\n| load | SQLite x1 | PostgreSQL x1 | x2 | x3 |\n|---|---|---|---|---|")
     print("\n".join(rows))
+
+
+def _mqtt_run(
+    tmp: Path, n: int, url: str | None, broker_url: str, seconds: int
+) -> dict[str, float]:
+    """`monitor-sim load --channel mqtt --rate 0` against n instances in one
+    share group: the broker spreads the reports over them."""
+    daemons = []
+    for i in range(n):
+        folder = tmp / f"mqtt-{n}-{url is not None}-{i}"
+        folder.mkdir()
+        extra = mqtt_section(broker_url, client_id=f"bench-{folder.name}", share_group="bench")
+        cfg = write_config(folder, clock_start=None, db_url=url, extra=extra)
+        daemons.append(DaemonProcess(cfg))
+        daemons[-1].start(30)
+    try:
+        out = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "monitor-sim"),
+                "load",
+                "--channel",
+                "mqtt",
+                "--rate",
+                "0",
+                "--duration",
+                str(seconds),
+                "--mqtt",
+                broker_url,
+                "--api",
+                daemons[0].url,
+                "--token",
+                "t-admin",
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=seconds + 120,
+        )
+        result: dict[str, float] = json.loads(out.stdout)
+        return result
+    finally:
+        for d in daemons:
+            d.stop(20)
+
+
+@pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto not installed")
+def test_mqtt_throughput_by_instances(
+    tmp_path: Path,
+    pg_server: PgServer,  # noqa: F811
+    mosquitto_factory: Callable[..., Mosquitto],
+) -> None:
+    """MQTT 5 through a shared subscription, 1–3 instances on PostgreSQL
+    beside one on SQLite; nothing acknowledged may be lost."""
+    figures = []
+    for n, on_pg in ((1, False), (1, True), (2, True), (3, True)):
+        broker = mosquitto_factory()
+        db = pg_server.create_db() if on_pg else None
+        try:
+            url = pg_server.url(db) if db else None
+            figures.append(_mqtt_run(tmp_path, n, url, broker.url, SECONDS))
+        finally:
+            broker.stop()
+            if db:
+                pg_server.drop_db(db)
+    assert all(f["lost"] == 0 for f in figures), figures
+    print("\n| MQTT 5, share group | SQLite x1 | PostgreSQL x1 | x2 | x3 |\n|---|---|---|---|---|")
+    print(
+        "| stored/s (p99 ms) | "
+        + " | ".join(f"{f['rate']:,.0f}/s ({f['p99_ms']:.0f})" for f in figures)
+        + " |"
+    )
