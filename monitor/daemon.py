@@ -59,8 +59,10 @@ class Daemon:
         metrics = Metrics()
         bus = EventBus()
         fan_out = getattr(store, "fan_out", None)
-        if fan_out is not None:  # PostgreSQL: other instances' changes reach our SSE
-            fan_out(bus.publish)
+        if fan_out is not None:
+            # PostgreSQL: the store's listener publishes every instance's
+            # changes (ours too) in commit-safe order; ready before HTTP serves.
+            await fan_out(bus.publish)
         holder = ConfigHolder(config)
         pipeline = Pipeline(store, clock, metrics, bus, holder)
         rt = Runtime(holder, store, clock, metrics, bus, pipeline)

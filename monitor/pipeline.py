@@ -271,8 +271,8 @@ class Pipeline:
             m.sla_breaches.inc(ctx.sla_breaches)
         for step in ctx.steps:
             m.scheduler_steps.labels(step=step).inc()
-        if ctx.changes:
-            self.bus.publish(ctx.changes)
+        if ctx.changes and not getattr(self.store, "shared", False):
+            self.bus.publish(ctx.changes)  # on PostgreSQL the store's Fanout publishes
         # Wake the scheduler only when this commit owes a step sooner than
         # it planned to wake: a storm of folds must not make it re-query.
         due = ctx.earliest_due

@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from monitor.http import api, sse
 from monitor.runtime import Runtime
+from monitor.store import StorageUnavailable
 from monitor.views import state_counts
 
 log = structlog.get_logger("monitor.http")
@@ -76,6 +77,11 @@ async def errors(
         return await handler(request)
     except web.HTTPException:
         raise
+    except StorageUnavailable as exc:
+        # A read while the database is away (PostgreSQL restarting): a
+        # temporary failure the client may retry, not a server bug.
+        log.warning("read refused: storage unavailable", path=request.path, error=str(exc))
+        return web.json_response({"error": "storage unavailable"}, status=503)
     except Exception:
         log.exception("request failed", path=request.path, method=request.method)
         return web.json_response({"error": "internal error"}, status=500)

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from monitor.http.api import RT
 from monitor.http.auth import READ, Principal, principal
+from monitor.store import StorageUnavailable
 from monitor.views import incident_json
 
 KEEPALIVE = 15.0
@@ -52,14 +53,14 @@ async def events(request: web.Request) -> web.StreamResponse:
     me = asyncio.current_task()
     if streams is not None and me is not None:
         streams.tasks.add(me)
+    resp = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
     try:
-        resp = web.StreamResponse(
-            headers={
-                "Content-Type": "text/event-stream",
-                "Cache-Control": "no-cache",
-                "X-Accel-Buffering": "no",
-            }
-        )
         await resp.prepare(request)
         zone = rt.zone
 
@@ -77,11 +78,18 @@ async def events(request: web.Request) -> web.StreamResponse:
             except ValueError:
                 last = -1
 
+            # PostgreSQL: events above the bus's horizon may still be
+            # committing below newer ones; they come live, in order (the
+            # subscription above is older than this read).  SQLite: None.
+            horizon = rt.bus.horizon
+            upto = horizon if horizon is not None else 2**63 - 1
+
             def backlog(conn: sqlite3.Connection) -> tuple[int | None, list[tuple[int, int]]]:
                 oldest = conn.execute("SELECT min(seq) FROM events").fetchone()[0]
                 rows = conn.execute(
-                    "SELECT seq, incident FROM events WHERE seq > ? ORDER BY seq LIMIT 10001",
-                    (last,),
+                    "SELECT seq, incident FROM events WHERE seq > ? AND seq <= ?"
+                    " ORDER BY seq LIMIT 10001",
+                    (last, upto),
                 ).fetchall()
                 return oldest, [(r[0], r[1]) for r in rows]
 
@@ -92,6 +100,8 @@ async def events(request: web.Request) -> web.StreamResponse:
                 for seq, incident in rows:
                     await send(seq, incident)
                     sent_upto = seq
+                if horizon is not None:
+                    sent_upto = max(sent_upto, horizon)
         else:
             await resp.write(b": connected\n\n")
 
@@ -108,8 +118,10 @@ async def events(request: web.Request) -> web.StreamResponse:
             if seq <= sent_upto:
                 continue
             await send(seq, incident)
-    except (ConnectionResetError, asyncio.CancelledError):
-        raise
+    except (ConnectionResetError, StorageUnavailable):
+        # The client went away, or the database did (PostgreSQL restarting):
+        # the stream ends; an EventSource reconnects with Last-Event-ID.
+        return resp
     finally:
         rt.bus.unsubscribe(sub)
         if streams is not None and me is not None:

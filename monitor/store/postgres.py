@@ -13,27 +13,34 @@ connections.  What differs is concurrency with *other instances*:
   other instance's committed row (and folds, or finds the duplicate).  So
   dedup, incident creation, folding and scheduler steps are exactly-once by
   the database's unique keys and row versions, not by luck.
-- A trigger on `events` NOTIFYs every change; `Fanout` LISTENs and feeds
-  the local EventBus, so SSE clients of any instance see every instance's
-  changes.
+- A trigger on `events` NOTIFYs every change; `Fanout`
+  (`monitor/store/pgfanout.py`) LISTENs and is the one publisher to the
+  local EventBus, this instance's changes included, in commit-safe seq
+  order, so SSE clients of any instance see every change and can resume by
+  `Last-Event-ID` without a gap.
+- Connection loss (PostgreSQL restarting, crashing): the writer reconnects
+  at its next batch and, while unhealthy and idle, probes every second so
+  `/readyz` recovers without traffic; a read on a lost connection is retried
+  once on a new one, else it fails with `StorageUnavailable`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue
 import sqlite3
-import threading
 from collections.abc import Callable
 from importlib import resources
 from typing import Any, TypeVar, cast
 
-import psycopg
 import structlog
 
 from monitor.store.pgadapter import Connection, retryable
+from monitor.store.pgfanout import Fanout, Publish
 from monitor.store.sqlite import SchemaTooNew, Store
 from monitor.store.writer import (
+    MAX_BATCH,
     GroupCommitWriter,
     StorageUnavailable,
     _Job,
@@ -49,7 +56,8 @@ MAX_ROUNDS = 8  # a job that conflicts this often in a row fails (StorageUnavail
 # and runs again in our next transaction: waiting would hold our own batch's
 # locks meanwhile (convoys, and deadlocks found only after deadlock_timeout).
 LOCK_TIMEOUT_MS = 50
-CHANNEL = "monitor_events"
+PROBE_INTERVAL = 1.0  # seconds between health probes of an unhealthy, idle writer
+FANOUT_READY_TIMEOUT = 10.0
 
 
 def is_postgres(database: str) -> bool:
@@ -98,6 +106,10 @@ def migrate(conn: Connection) -> list[str]:
     return applied
 
 
+class _Stale(sqlite3.OperationalError):
+    """BEGIN failed: the server had closed the connection; nothing ran."""
+
+
 class PgWriter(GroupCommitWriter):
     """The group-commit writer against PostgreSQL, with conflict retries."""
 
@@ -118,17 +130,62 @@ class PgWriter(GroupCommitWriter):
         try:
             stop = False
             while not stop:
-                batch, stop = self._take_batch()
+                first = self._next_job(conn)
+                if isinstance(first, Connection):
+                    conn = first  # probed while idle
+                    continue
+                batch, stop = self._rest_of_batch(first)
                 if not batch:
                     break
                 if conn.broken:
-                    conn = self._reconnect(conn)
+                    # one error line per outage, not one per batch
+                    conn = self._reconnect(conn, quiet=not self.healthy)
                 try:
-                    self._pg_batch(conn, batch)
+                    conn = self._pg_batch(conn, batch)
                 except BaseException as exc:
                     self._crashed(cast(sqlite3.Connection, conn), batch, exc)
         finally:
             conn.close()
+
+    def _next_job(self, conn: Connection) -> _Job | Connection | None:
+        """Block for the next job (None: close).  While unhealthy, give up
+        after PROBE_INTERVAL and probe the database instead: the connection
+        to use from now on comes back, healthy again if the probe passed."""
+        if self.healthy:
+            return self._queue.get()
+        try:
+            return self._queue.get(timeout=PROBE_INTERVAL)
+        except queue.Empty:
+            return self._probe(conn)
+
+    def _rest_of_batch(self, first: _Job | None) -> tuple[list[_Job], bool]:
+        if first is None:
+            return [], True
+        batch = [first]
+        while len(batch) < MAX_BATCH:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                return batch, True
+            batch.append(item)
+        return batch, False
+
+    def _probe(self, conn: Connection) -> Connection:
+        if conn.broken:
+            conn = self._reconnect(conn, quiet=True)
+            if conn.broken:
+                return conn
+        try:
+            conn.run("SELECT 1")
+            conn.run("COMMIT")  # psycopg opened a transaction: BEGIN must come first
+        except sqlite3.Error as exc:
+            log.debug("database probe failed", error=str(exc))
+            return conn
+        log.info("database reachable again")
+        self.healthy = True
+        return conn
 
     def _open_conn(self) -> Connection:
         conn = Connection.connect(self._url)
@@ -137,26 +194,40 @@ class PgWriter(GroupCommitWriter):
         self.backend_pid = conn.backend_pid
         return conn
 
-    def _reconnect(self, old: Connection) -> Connection:
+    def _reconnect(self, old: Connection, quiet: bool = False) -> Connection:
         with contextlib.suppress(Exception):
             old.close()
         try:
             conn = self._open_conn()
         except sqlite3.Error as exc:
-            log.error("database reconnect failed", error=str(exc))
+            (log.debug if quiet else log.error)("database reconnect failed", error=str(exc))
             return old  # still broken: this batch fails, the next one tries again
         log.info("database reconnected")
         return conn
 
-    def _pg_batch(self, conn: Connection, batch: list[_Job]) -> None:
+    def _pg_batch(self, conn: Connection, batch: list[_Job]) -> Connection:
+        """Run a batch; the connection to use from now on comes back."""
         results: list[tuple[_Job, Any, BaseException | None]] = []
         pending = batch
         conflicts: list[tuple[_Job, BaseException]] = []
+        reconnected = False
         for _ in range(MAX_ROUNDS):
             try:
                 done, conflicts = self._pg_execute(conn, pending)
             except sqlite3.Error as exc:
-                log.error("commit failed", error=str(exc), batch=len(pending))
+                if isinstance(exc, _Stale) and not reconnected:
+                    # The server closed our idle connection (it restarted
+                    # while we had nothing to write): nothing of the batch
+                    # ran, so run it on a new connection rather than fail it.
+                    reconnected = True
+                    conn = self._reconnect(conn, quiet=True)
+                    if not conn.broken:
+                        continue
+                # the first failure of an outage is an error; the rest, until
+                # a commit or probe succeeds, would only repeat it
+                (log.error if self.healthy else log.debug)(
+                    "commit failed", error=str(exc), batch=len(pending)
+                )
                 with contextlib.suppress(Exception):
                     if not conn.broken:
                         conn.run("ROLLBACK")
@@ -184,6 +255,7 @@ class PgWriter(GroupCommitWriter):
         for loop, items in by_loop.items():
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_resolve_all, items)
+        return conn
 
     def _pg_execute(
         self, conn: Connection, batch: list[_Job]
@@ -191,7 +263,12 @@ class PgWriter(GroupCommitWriter):
         """One transaction: (finished jobs, jobs to run again after a conflict)."""
         done: list[tuple[_Job, Any, BaseException | None]] = []
         again: list[tuple[_Job, BaseException]] = []
-        conn.run("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        try:
+            conn.run("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        except sqlite3.Error as exc:
+            if conn.broken:
+                raise _Stale(str(exc)) from exc
+            raise
         for job in batch:
             conn.run("SAVEPOINT job")
             try:
@@ -219,51 +296,6 @@ class PgWriter(GroupCommitWriter):
                 return [], [(job, exc) for job in batch]
             raise
         return done, again
-
-
-class Fanout:
-    """LISTEN for other instances' event rows and publish them locally."""
-
-    def __init__(self, url: str, own_pid: Callable[[], int]) -> None:
-        self._url = url
-        self._own_pid = own_pid
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.received = 0
-
-    def start(self, publish: Callable[[list[tuple[int, int]]], None]) -> None:
-        loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(
-            target=self._run, args=(loop, publish), name="pg-listen", daemon=True
-        )
-        self._thread.start()
-
-    def _run(
-        self, loop: asyncio.AbstractEventLoop, publish: Callable[[list[tuple[int, int]]], None]
-    ) -> None:
-        while not self._stop.is_set():
-            try:
-                with psycopg.connect(self._url, autocommit=True) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    while not self._stop.is_set():
-                        batch: list[tuple[int, int]] = []
-                        for note in conn.notifies(timeout=0.5, stop_after=500):
-                            parts = note.payload.split(",")
-                            if len(parts) == 3 and int(parts[2]) != self._own_pid():
-                                batch.append((int(parts[0]), int(parts[1])))
-                        if batch:
-                            self.received += len(batch)
-                            batch.sort()
-                            with contextlib.suppress(RuntimeError):
-                                loop.call_soon_threadsafe(publish, batch)
-            except psycopg.Error as exc:
-                log.warning("event listener lost its connection", error=str(exc))
-                self._stop.wait(1.0)
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
 
 
 class PgStore(Store):
@@ -294,28 +326,60 @@ class PgStore(Store):
         self._open = True
         return applied
 
-    def fan_out(self, publish: Callable[[list[tuple[int, int]]], None]) -> None:
-        """Feed other instances' incident changes into `publish` (the EventBus)."""
-        writer = self._pg_writer
-        self.fanout = Fanout(self.url, lambda: writer.backend_pid if writer else 0)
-        self.fanout.start(publish)
+    @property
+    def up(self) -> bool:
+        """Open, the last commit (or probe) succeeded, and the event listener
+        is connected (it notices a lost database within half a second, even
+        while nothing is written)."""
+        fanout = self.fanout
+        return super().up and (fanout is None or fanout.connected)
 
-    def _pg_reader(self) -> Connection:
+    async def fan_out(self, publish: Publish) -> None:
+        """Make the Fanout the publisher of every instance's changes (this
+        one's too) into `publish` (EventBus.publish); return once it knows
+        its horizon, so no SSE client is served before that."""
+        self.fanout = Fanout(self.url)
+        self.fanout.start(publish)
+        if not await self.fanout.wait_ready(FANOUT_READY_TIMEOUT):
+            log.warning("event listener not ready yet; SSE resumes may miss changes until it is")
+
+    def _pg_reader(self, fresh: bool = False) -> Connection:
         conn: Connection | None = getattr(self._local, "pg", None)
-        if conn is None or conn.broken:
+        if conn is None or conn.broken or fresh:
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
+                with self._lock, contextlib.suppress(ValueError):
+                    self._pg_readers.remove(conn)
+            self._local.pg = None
             conn = Connection.connect(self.url, autocommit=True)
             self._local.pg = conn
             with self._lock:
                 self._pg_readers.append(conn)
         return conn
 
+    def _read_call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a read; on a connection lost (PostgreSQL restarted since this
+        thread's last read) once more on a new one.  Reads are pure SELECTs,
+        so running one again is harmless.  The database still unreachable:
+        StorageUnavailable, like a failed write."""
+        for attempt in (1, 2):
+            try:
+                conn = self._pg_reader(fresh=attempt == 2)
+            except sqlite3.Error as exc:
+                raise StorageUnavailable(f"database unreachable: {exc}") from exc
+            try:
+                return fn(cast(sqlite3.Connection, conn))
+            except sqlite3.Error as exc:
+                if not conn.broken:
+                    raise
+                if attempt == 2:
+                    raise StorageUnavailable(f"database connection lost: {exc}") from exc
+        raise AssertionError("unreachable")
+
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         loop = asyncio.get_running_loop()
-
-        def call() -> T:
-            return fn(cast(sqlite3.Connection, self._pg_reader()))
-
-        return await loop.run_in_executor(self._readers, call)
+        return await loop.run_in_executor(self._readers, self._read_call, fn)
 
     def close(self) -> None:
         if self.fanout is not None:

@@ -6,6 +6,9 @@ when the tests run as root; PostgreSQL refuses to run as root).  Without the
 server binaries it falls back to a local server on the default socket when
 one answers (``PGTEST_URL`` names another), else the tests skip with the
 reason.  ``pg_url`` (function): a new empty database on it, dropped after.
+A private cluster can be stopped (``-m immediate``: a crash), started and
+restarted (``PgServer.stop/start/restart``; ``controllable`` says whether it
+is one); a test that does so must leave it running.
 
 Import the fixtures into a test module::
 
@@ -52,6 +55,13 @@ class PgServer:
     datadir: Path | None = None
     bindir: Path | None = None
     run_as: list[str] | None = None
+    opts: str = ""  # postgres options of the private cluster (pg_ctl -o)
+    logfile: Path | None = None
+
+    @property
+    def controllable(self) -> bool:
+        """A private cluster (stop/start/restart work); not the machine's server."""
+        return self.datadir is not None and self.bindir is not None
 
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://{self.user}@/{dbname}?host={self.host}&port={self.port}"
@@ -71,11 +81,32 @@ class PgServer:
         with contextlib.suppress(Exception):
             self.admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
-    def stop(self) -> None:
-        if self.datadir is None or self.bindir is None:
+    def _pg_ctl(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+        assert self.datadir is not None and self.bindir is not None, "not a private cluster"
+        cmd = [str(self.bindir / "pg_ctl"), "-D", str(self.datadir), *args]
+        done = subprocess.run(
+            [*(self.run_as or []), *cmd], capture_output=True, text=True, timeout=90
+        )
+        if check and done.returncode != 0:
+            raise RuntimeError(f"pg_ctl {' '.join(args)} failed: {done.stderr.strip()}")
+        return done
+
+    def stop(self, mode: str = "immediate") -> None:
+        """Stop the private cluster (`immediate`: a crash; `fast`: a clean
+        shutdown).  A no-op on the machine's own server."""
+        if not self.controllable:
             return
-        cmd = [str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate", "stop"]
-        subprocess.run([*(self.run_as or []), *cmd], capture_output=True, timeout=30)
+        self._pg_ctl("-m", mode, "-w", "stop")
+
+    def start(self) -> None:
+        """Start the private cluster again (same port, socket and options)."""
+        log = ["-l", str(self.logfile)] if self.logfile else []
+        self._pg_ctl(*log, "-o", self.opts, "-w", "-t", "60", "start", check=True)
+
+    def restart(self, mode: str = "fast") -> None:
+        """`pg_ctl restart -m MODE` of the private cluster."""
+        log = ["-l", str(self.logfile)] if self.logfile else []
+        self._pg_ctl(*log, "-o", self.opts, "-m", mode, "-w", "-t", "60", "restart", check=True)
 
 
 def start_private(root: Path) -> PgServer:
@@ -117,7 +148,7 @@ def start_private(root: Path) -> PgServer:
     if start.returncode != 0:
         log = (root / "log").read_text(errors="replace")[-800:] if (root / "log").exists() else ""
         raise RuntimeError(f"pg_ctl start failed: {start.stderr.strip()} {log}")
-    return PgServer(str(sock), port, user, data, bindir, run_as)
+    return PgServer(str(sock), port, user, data, bindir, run_as, opts, root / "log")
 
 
 def local_server() -> PgServer | None:
