@@ -306,6 +306,66 @@ def _print_status(name: str, version: int, newest: int, pending: list[str]) -> i
     return 0
 
 
+def cmd_retire(args: argparse.Namespace) -> int:
+    from monitor import logs
+    from monitor.retire import (
+        RetireFailed,
+        RetireRefused,
+        daemon_answers,
+        health_url,
+        refusal,
+        retire,
+    )
+    from monitor.store import SchemaTooNew
+
+    config = _load(args.config)
+    if args.idle <= 0 or args.timeout <= 0:
+        print("error: --idle and --timeout must be positive", file=sys.stderr)
+        return 2
+    why = refusal(config)
+    if why is not None:
+        print(f"error: cannot retire: {why}", file=sys.stderr)
+        return 2
+    if daemon_answers(config):
+        print(
+            f"error: cannot retire: the instance is still running ({health_url(config)} "
+            "answers); stop it first",
+            file=sys.stderr,
+        )
+        return 2
+    logs.configure(args.log_level)
+    try:
+        result = asyncio.run(retire(config, idle=args.idle, timeout=args.timeout))
+    except RetireRefused as exc:
+        print(f"error: cannot retire: {exc}", file=sys.stderr)
+        return 2
+    except RetireFailed as exc:
+        print(f"error: retire failed: {exc}", file=sys.stderr)
+        return 1
+    except SchemaTooNew as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: retire failed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: the session is kept", file=sys.stderr)
+        return 1
+    counts = result.counts
+    if not result.session_present:
+        print(f"note: the broker had no session for {result.client_id} (nothing was queued)")
+    if counts.quarantined or counts.liveness:
+        print(
+            f"also: {counts.quarantined} payloads quarantined, "
+            f"{counts.liveness} heartbeats or status messages applied"
+        )
+    print(
+        f"retired {result.client_id}: {counts.stored} reports stored, "
+        f"{counts.duplicates} duplicates, session ended"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="monitor", description="Express notification service")
     sub = p.add_subparsers(dest="command", required=True)
@@ -350,6 +410,27 @@ def build_parser() -> argparse.ArgumentParser:
     sp = with_config("backup", "online, consistent copy of the database")
     sp.add_argument("out")
     sp.set_defaults(fn=cmd_backup)
+
+    sp = with_config(
+        "retire",
+        "end a removed instance's MQTT session, storing what the broker still holds for it",
+    )
+    sp.add_argument(
+        "--idle",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="end once nothing has arrived for this long (default 5)",
+    )
+    sp.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="give up after this long, keeping the session (default 300)",
+    )
+    sp.add_argument("--log-level", default="warning", help="debug, info, warning (default), error")
+    sp.set_defaults(fn=cmd_retire)
 
     db = sub.add_parser("db", help="database maintenance")
     dbsub = db.add_subparsers(dest="db_command", required=True)

@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from monitor.store import open_store
+from monitor.store import open_store, postgres
 from monitor.store.pgadapter import Connection, translate
 from monitor.store.postgres import PgStore, schema_version
 from tests.support.daemon import RunningDaemon, running, webhook_receiver, write_config
@@ -85,6 +85,45 @@ async def test_adapter_behaves_like_sqlite(pg_url: str) -> None:  # noqa: F811
         assert schema_version(conn) == 2
     finally:
         conn.close()
+
+
+async def test_unguarded_batch_falls_back_to_savepoints(pg_url: str) -> None:  # noqa: F811
+    """Once calm, batches run without savepoints; a failing job in one rolls
+    the batch back and it runs again guarded: the others commit once, the
+    failing job alone gets its error."""
+    store = PgStore(pg_url)
+    store.open()
+    try:
+        writer = store._pg_writer
+        assert writer is not None
+        for i in range(postgres.CALM_BATCHES):
+            await store.write(
+                lambda c, i=i: c.execute(
+                    "INSERT INTO counters (name, value) VALUES (?, 1)", (f"calm{i}",)
+                )
+            )
+        assert writer._calm >= postgres.CALM_BATCHES  # the next batch runs unguarded
+
+        def add(name: str) -> Any:
+            return lambda c: (
+                c.execute("INSERT INTO counters (name, value) VALUES (?, 1)", (name,)).rowcount
+            )
+
+        def fails(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO counters (name, value) VALUES ('ok-0', 1)")  # duplicate
+
+        results = await asyncio.gather(
+            store.write(add("ok-0")),
+            store.write(fails),
+            store.write(add("ok-1")),
+            return_exceptions=True,
+        )
+        assert results[0] == 1 and results[2] == 1, results
+        assert isinstance(results[1], sqlite3.IntegrityError), results
+        names = _count(pg_url, "SELECT name FROM counters WHERE name LIKE 'ok-%' ORDER BY 1")
+        assert names == [("ok-0",), ("ok-1",)]
+    finally:
+        store.close()
 
 
 @contextlib.asynccontextmanager

@@ -27,6 +27,11 @@ the broker bounds how many are in flight (its `max_inflight_messages`, or
 our MQTT 5 Receive Maximum), and reading pauses above `PAUSE_AT` handlers
 in case a broker does not.  Reconnects back off exponentially with jitter,
 on wall time.  See docs/mqtt.md.
+
+What is done with each PUBLISH (parse, route, store through the pipeline,
+PUBACK after the commit, quarantine) is `MqttIngest`, shared by this
+listener and `monitor retire` (monitor/retire.py), which drains a retired
+instance's session through the very same code.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -52,6 +58,7 @@ from monitor.listeners.mqtt_payloads import (
     subscriptions,
 )
 from monitor.model import AlarmReport, MqttConfig, Received, Rejected
+from monitor.pipeline import Accepted, Refused
 from monitor.store import StorageUnavailable
 
 if TYPE_CHECKING:
@@ -82,12 +89,11 @@ class MqttListener:
         self.subscriptions = subscriptions(config.topic_prefix, config.share_group)
         self.topics = [topic for topic, _ in self.subscriptions]
         self.tracker = HeartbeatTracker(rt, CHANNEL)
+        self.ingest = MqttIngest(rt, config, self.tracker)
         self.backoff = Backoff()
         self._stopping = asyncio.Event()
-        self._storage_trouble = asyncio.Event()
         self._done = asyncio.Event()  # set when run() has cleaned up
         self._done.set()
-        self._handlers: set[asyncio.Task[None]] = set()
         self._conn: MqttConnection | None = None
         self._serving = False  # connected and subscribed: stop() disconnects cleanly
         self.connects = 0  # successful connects (tests, logs)
@@ -110,7 +116,7 @@ class MqttListener:
             self.tracker.link_down()
             self.rt.set_listener(self.name, False)
             try:
-                await self._cancel_handlers()
+                await self.ingest.cancel()
                 if broker is not None:
                     await broker.stop()
             finally:
@@ -121,6 +127,7 @@ class MqttListener:
         acknowledged, DISCONNECT (the session stays for our next start),
         stop the embedded broker if we run one."""
         self._stopping.set()
+        self.ingest.close()
         conn = self._conn
         if conn is not None and not self._serving:
             conn.abort()  # still connecting: stop waiting for the broker
@@ -143,13 +150,13 @@ class MqttListener:
                 self.endpoint,
                 client_id=self.config.client_id,
                 protocol=self.config.protocol,
-                on_message=self._on_message,
+                on_message=self.ingest.on_message,
                 receive_maximum=RECEIVE_MAXIMUM,
             )
-            self._conn = conn
+            self._conn = self.ingest.conn = conn
             # Cleared before CONNACK: the broker resends what we did not
             # acknowledge right after it, even before our SUBSCRIBE.
-            self._storage_trouble.clear()
+            self.ingest.storage_trouble.clear()
             up_since: float | None = None
             try:
                 present = await conn.connect()
@@ -187,7 +194,7 @@ class MqttListener:
             if up_since is not None and time.monotonic() - up_since >= STABLE_SECONDS:
                 self.backoff.reset()
             delay = self.backoff.next()
-            if self._storage_trouble.is_set():
+            if self.ingest.storage_trouble.is_set():
                 delay = max(delay, STORAGE_PAUSE)
             log.info("mqtt reconnecting", delay=round(delay, 2))
             with contextlib.suppress(TimeoutError):
@@ -199,7 +206,7 @@ class MqttListener:
         waits = [
             asyncio.ensure_future(conn.lost.wait()),
             asyncio.ensure_future(self._stopping.wait()),
-            asyncio.ensure_future(self._storage_trouble.wait()),
+            asyncio.ensure_future(self.ingest.storage_trouble.wait()),
         ]
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
@@ -215,23 +222,70 @@ class MqttListener:
         # finishes (and is acknowledged) first; DISCONNECT keeps the session,
         # so the broker redelivers everything not acknowledged next time.
         conn.pause_reading()
-        await self._drain(DRAIN_SECONDS)
+        await self.ingest.drain(DRAIN_SECONDS)
         await conn.disconnect(timeout=1.0)
-        if self._storage_trouble.is_set() and not self._stopping.is_set():
+        if self.ingest.storage_trouble.is_set() and not self._stopping.is_set():
             log.warning(
                 "storage unavailable: disconnected from the broker; unacknowledged "
                 "reports will be redelivered after reconnecting"
             )
 
-    async def _drain(self, timeout: float) -> None:
+
+@dataclass
+class IngestCounts:
+    """What an `MqttIngest` stored (each counted once its commit is done)."""
+
+    stored: int = 0  # alarms stored (a Redfish payload counts each record)
+    duplicates: int = 0  # alarms already stored: acknowledged, not stored again
+    quarantined: int = 0  # payloads (or Redfish records) rejected, kept in quarantine
+    liveness: int = 0  # heartbeats and status messages applied
+
+
+class MqttIngest:
+    """What is done with each PUBLISH: parse, route by topic, store through
+    the pipeline (the one door) or quarantine, and PUBACK only after the
+    commit.
+
+    Used by `MqttListener` and by `monitor retire` (monitor/retire.py).  The
+    caller owns the connection: it passes `on_message` to `MqttConnection`,
+    sets `conn` to each new connection (reading resumes there once enough
+    handlers are done), watches `storage_trouble` (set when a message could
+    not be stored: it was not acknowledged, and no more are taken until the
+    caller clears it), and calls `close()` / `drain()` / `cancel()` when it
+    stops.
+    """
+
+    def __init__(self, rt: Runtime, config: MqttConfig, tracker: HeartbeatTracker) -> None:
+        self.rt = rt
+        self.config = config
+        self.tracker = tracker
+        self.storage_trouble = asyncio.Event()
+        self.counts = IngestCounts()
+        self.arrivals = 0  # messages taken (handed to a handler)
+        self.last_arrival = time.monotonic()  # when the last one was taken
+        self.conn: MqttConnection | None = None  # the current connection (set by the owner)
+        self._closed = False
+        self._handlers: set[asyncio.Task[None]] = set()
+
+    @property
+    def in_flight(self) -> int:
+        """Messages taken but not yet stored and acknowledged (or given up)."""
+        return len(self._handlers)
+
+    def close(self) -> None:
+        """Take no more messages (they stay unacknowledged: redelivered)."""
+        self._closed = True
+
+    async def drain(self, timeout: float) -> None:
+        """Let the messages in flight finish, for at most `timeout` seconds."""
         if not self._handlers:
             return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await asyncio.wait(set(self._handlers))
 
-    async def _cancel_handlers(self) -> None:
-        # Whatever is left was never acknowledged: the broker redelivers it.
+    async def cancel(self) -> None:
+        """Cancel what is left: never acknowledged, so the broker redelivers it."""
         handlers = list(self._handlers)
         for task in handlers:
             task.cancel()
@@ -240,13 +294,16 @@ class MqttListener:
 
     # -- messages -------------------------------------------------------------------
 
-    def _on_message(self, conn: MqttConnection, msg: mqtt.MQTTMessage) -> None:
+    def on_message(self, conn: MqttConnection, msg: mqtt.MQTTMessage) -> None:
+        """The connection's message callback."""
         # Runs inside paho's read, on the loop: hand off, never block.
-        if self._stopping.is_set() or self._storage_trouble.is_set():
+        if self._closed or self.storage_trouble.is_set():
             return  # not acknowledged: redelivered on the next connection
         # Receipt is now, when paho has parsed the packet: the ingest latency
         # (`stored_at - received_at`) includes any wait for a turn on the loop.
         received = self.rt.clock.now()
+        self.arrivals += 1
+        self.last_arrival = time.monotonic()
         task = asyncio.get_running_loop().create_task(self._handle(conn, msg, received))
         self._handlers.add(task)
         task.add_done_callback(self._handler_done)
@@ -255,13 +312,14 @@ class MqttListener:
 
     def _handler_done(self, task: asyncio.Task[None]) -> None:
         self._handlers.discard(task)
-        conn = self._conn
+        conn = self.conn
         if (
             conn is not None
             and len(self._handlers) <= RESUME_AT
-            and not self._stopping.is_set()
-            and not self._storage_trouble.is_set()
+            and not self._closed
+            and not self.storage_trouble.is_set()
         ):
+            # The current connection: handlers of a lost one count too.
             conn.resume_reading()
 
     async def _handle(
@@ -289,12 +347,21 @@ class MqttListener:
             ):
                 self._storage_failed(StorageUnavailable("quarantine unavailable"))
                 return
+            self.counts.quarantined += 1
         conn.ack(msg.mid, msg.qos)
 
     def _storage_failed(self, exc: Exception) -> None:
-        if not self._storage_trouble.is_set():
+        if not self.storage_trouble.is_set():
             log.error("storage unavailable: not acknowledging MQTT reports", error=str(exc))
-            self._storage_trouble.set()
+            self.storage_trouble.set()
+
+    def _count(self, result: Accepted | Refused) -> None:
+        if isinstance(result, Refused):  # quarantined by the pipeline
+            self.counts.quarantined += 1
+        elif result.duplicate:
+            self.counts.duplicates += 1
+        else:
+            self.counts.stored += 1
 
     async def _ingest(self, topic: str, payload: bytes, received: datetime) -> None:
         where = route(topic, self.config.topic_prefix)
@@ -315,7 +382,11 @@ class MqttListener:
                 )
             else:
                 # Refused (bad signature): the pipeline has quarantined it.
-                await pipeline.accept(Received(report, CHANNEL, "json", payload, topic), received)
+                self._count(
+                    await pipeline.accept(
+                        Received(report, CHANNEL, "json", payload, topic), received
+                    )
+                )
         elif where.kind == "redfish":
             for n, item in enumerate(parse_redfish(payload, where.serial)):
                 # The payload's bytes go with its first record only (kept once
@@ -324,9 +395,11 @@ class MqttListener:
                 if isinstance(item, AlarmReport):
                     # Redfish events carry no signature (3.1 `sig`); the broker
                     # ACL binds the topic to the agent's account.
-                    await pipeline.accept(
-                        Received(item, CHANNEL, "redfish", kept, topic, signed_ok=True),
-                        received,
+                    self._count(
+                        await pipeline.accept(
+                            Received(item, CHANNEL, "redfish", kept, topic, signed_ok=True),
+                            received,
+                        )
                     )
                 else:
                     await self._reject(item.reason, kept, topic, item.detail)
@@ -343,14 +416,17 @@ class MqttListener:
                 )
             else:
                 await self.tracker.heartbeat(where.serial, beat.interval, received)
+                self.counts.liveness += 1
         else:
             online = decode_status(payload)
             if isinstance(online, Invalid):
                 await self._reject(online.reason, payload, topic, online.detail)
             elif online is not None:
                 await self.tracker.status(where.serial, online, received)
+                self.counts.liveness += 1
 
     async def _reject(self, reason: str, payload: bytes, topic: str, detail: str) -> None:
         seq = await self.rt.pipeline.reject(Rejected(CHANNEL, reason, payload, topic), detail)
         if seq is None:  # not quarantined: must not be acknowledged
             raise StorageUnavailable("quarantine write failed")
+        self.counts.quarantined += 1

@@ -187,6 +187,7 @@ class MqttConnection:
         connect_timeout: float = 10.0,
     ) -> None:
         self.endpoint = endpoint
+        self.client_id = client_id
         self.protocol = protocol
         self.keepalive = keepalive
         self.receive_maximum = receive_maximum
@@ -196,8 +197,13 @@ class MqttConnection:
         self.lost = asyncio.Event()
         self.session_present = False
         self.disconnect_reason = ""
+        # True once the connection ended with our own DISCONNECT written to
+        # the broker (not aborted, not dropped by the broker).
+        self.disconnected_cleanly = False
+        self._disconnecting = False
         self._connack: asyncio.Future[tuple[bool, ReasonCode]] = self._loop.create_future()
-        self._subacks: dict[int, asyncio.Future[list[ReasonCode]]] = {}
+        # SUBACK / UNSUBACK waiters by packet id (unique across both).
+        self._acks: dict[int, asyncio.Future[list[ReasonCode]]] = {}
         self._misc: asyncio.TimerHandle | None = None
         self._sock: SocketLike | None = None
         self._reading = False
@@ -229,7 +235,8 @@ class MqttConnection:
         client.on_socket_unregister_write = self._unregister_write
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
-        client.on_subscribe = self._on_subscribe
+        client.on_subscribe = self._on_suback
+        client.on_unsubscribe = self._on_suback
         client.on_message = self._on_message
         self.client = client
 
@@ -304,21 +311,41 @@ class MqttConnection:
         rc, mid = self.client.subscribe(topics)
         if rc != mqtt.MQTT_ERR_SUCCESS or mid is None:
             raise ConnectFailed(f"subscribe failed: {mqtt.error_string(rc)}")
-        waiter: asyncio.Future[list[ReasonCode]] = self._loop.create_future()
-        self._subacks[mid] = waiter
-        try:
-            async with asyncio.timeout(self.connect_timeout):
-                codes = await waiter
-        except TimeoutError:
-            raise ConnectFailed("no SUBACK") from None
-        finally:
-            self._subacks.pop(mid, None)
+        codes = await self._await_ack(mid, "SUBACK")
         granted = []
         for (topic, _), code in zip(topics, codes, strict=False):
             if code.is_failure:
                 raise ConnectFailed(f"subscription to {topic} refused: {code}")
             granted.append(code.value)
         return granted
+
+    async def unsubscribe(self, topics: list[str]) -> list[ReasonCode]:
+        """UNSUBSCRIBE and wait for UNSUBACK; its reason code per filter
+        (MQTT 5; "No subscription existed" is not a failure).
+
+        The broker answers in order on the connection: every PUBLISH it
+        wrote before the UNSUBACK has been read (and handed to `on_message`)
+        when this returns.
+        """
+        rc, mid = self.client.unsubscribe(topics)
+        if rc != mqtt.MQTT_ERR_SUCCESS or mid is None:
+            raise ConnectFailed(f"unsubscribe failed: {mqtt.error_string(rc)}")
+        codes = await self._await_ack(mid, "UNSUBACK")
+        for topic, code in zip(topics, codes, strict=False):
+            if code.is_failure:
+                raise ConnectFailed(f"unsubscribe from {topic} refused: {code}")
+        return codes
+
+    async def _await_ack(self, mid: int, what: str) -> list[ReasonCode]:
+        waiter: asyncio.Future[list[ReasonCode]] = self._loop.create_future()
+        self._acks[mid] = waiter
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                return await waiter
+        except TimeoutError:
+            raise ConnectFailed(f"no {what}") from None
+        finally:
+            self._acks.pop(mid, None)
 
     def ack(self, mid: int, qos: int) -> bool:
         """PUBACK a message of this connection; False if the connection is gone."""
@@ -347,16 +374,34 @@ class MqttConnection:
             self._reading = True
             self._loop.call_soon(self._readable)  # bytes may wait in our buffer
 
-    async def disconnect(self, timeout: float = 2.0) -> None:
-        """Send DISCONNECT (the session and its unacked messages stay)."""
+    async def disconnect(self, timeout: float = 2.0, *, end_session: bool = False) -> bool:
+        """Send DISCONNECT; True when it was written before the connection
+        ended (see `disconnected_cleanly`).
+
+        By default the session and its unacknowledged messages stay.
+        `end_session` (MQTT 5): reason "normal disconnection" with the
+        property Session Expiry Interval 0, so the broker deletes the
+        session, queued messages included (allowed because our CONNECT
+        asked for a non-zero expiry).
+        """
         if self.lost.is_set():
-            return
-        self.client.disconnect()
+            return False
+        reason: ReasonCode | None = None
+        properties: Properties | None = None
+        if end_session:
+            if self.protocol != 5:
+                raise ValueError("ending a session on DISCONNECT needs MQTT 5")
+            reason = ReasonCode(PacketTypes.DISCONNECT, "Normal disconnection")
+            properties = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = 0
+        self._disconnecting = True
+        self.client.disconnect(reasoncode=reason, properties=properties)
         try:
             async with asyncio.timeout(timeout):
                 await self.lost.wait()
         except TimeoutError:
             self.abort()
+        return self.disconnected_cleanly
 
     def abort(self) -> None:
         """Drop the connection at once, without DISCONNECT."""
@@ -442,12 +487,20 @@ class MqttConnection:
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, properties: Any
     ) -> None:
         self.disconnect_reason = str(reason)
+        if (
+            self._disconnecting
+            and not flags.is_disconnect_packet_from_server
+            and not reason.is_failure
+            and not self.lost.is_set()
+        ):
+            # paho calls this right after writing our DISCONNECT.
+            self.disconnected_cleanly = True
         self._mark_lost(str(reason))
 
-    def _on_subscribe(
+    def _on_suback(
         self, client: mqtt.Client, userdata: Any, mid: int, codes: list[ReasonCode], properties: Any
     ) -> None:
-        waiter = self._subacks.get(mid)
+        waiter = self._acks.get(mid)
         if waiter is not None and not waiter.done():
             waiter.set_result(codes)
 
@@ -470,7 +523,7 @@ class MqttConnection:
         if not self._connack.done():
             self._connack.set_exception(error)
             self._connack.exception()  # retrieved: no "never retrieved" warning
-        for waiter in self._subacks.values():
+        for waiter in self._acks.values():
             if not waiter.done():
                 waiter.set_exception(error)
                 waiter.exception()

@@ -51,6 +51,7 @@ log = structlog.get_logger("monitor.store")
 
 T = TypeVar("T")
 
+CALM_BATCHES = 8  # clean batches in a row before running without savepoints
 MAX_ROUNDS = 8  # a job that conflicts this often in a row fails (StorageUnavailable)
 # A job waiting on a row another instance's open batch holds gives up soon
 # and runs again in our next transaction: waiting would hold our own batch's
@@ -106,6 +107,10 @@ def migrate(conn: Connection) -> list[str]:
     return applied
 
 
+class _Unguarded(Exception):
+    """A job failed in a batch run without savepoints; it was rolled back."""
+
+
 class _Stale(sqlite3.OperationalError):
     """BEGIN failed: the server had closed the connection; nothing ran."""
 
@@ -118,6 +123,7 @@ class PgWriter(GroupCommitWriter):
         self._url = url
         self.retries = 0
         self.backend_pid = 0
+        self._calm = 0  # batches in a row without a failing job
 
     def _run(self) -> None:
         try:
@@ -211,9 +217,14 @@ class PgWriter(GroupCommitWriter):
         pending = batch
         conflicts: list[tuple[_Job, BaseException]] = []
         reconnected = False
+        # Without contention a batch runs without savepoints (two round trips
+        # a job fewer); the first failing job rolls it back and the batch
+        # runs again guarded, each job under its own savepoint, so that job
+        # alone fails or waits for the next round.
+        guarded = self._calm < CALM_BATCHES
         for _ in range(MAX_ROUNDS):
             try:
-                done, conflicts = self._pg_execute(conn, pending)
+                (done, conflicts), guarded = self._attempt(conn, pending, guarded)
             except sqlite3.Error as exc:
                 if isinstance(exc, _Stale) and not reconnected:
                     # The server closed our idle connection (it restarted
@@ -257,10 +268,26 @@ class PgWriter(GroupCommitWriter):
                 loop.call_soon_threadsafe(_resolve_all, items)
         return conn
 
+    def _attempt(
+        self, conn: Connection, batch: list[_Job], guarded: bool
+    ) -> tuple[
+        tuple[list[tuple[_Job, Any, BaseException | None]], list[tuple[_Job, BaseException]]],
+        bool,
+    ]:
+        """`_pg_execute`, again guarded when the unguarded run met a failing job."""
+        try:
+            return self._pg_execute(conn, batch, guarded), guarded
+        except _Unguarded:
+            self._calm = 0
+            return self._pg_execute(conn, batch, True), True
+
     def _pg_execute(
-        self, conn: Connection, batch: list[_Job]
+        self, conn: Connection, batch: list[_Job], guarded: bool = True
     ) -> tuple[list[tuple[_Job, Any, BaseException | None]], list[tuple[_Job, BaseException]]]:
-        """One transaction: (finished jobs, jobs to run again after a conflict)."""
+        """One transaction: (finished jobs, jobs to run again after a conflict).
+
+        Unguarded (no savepoints), a failing job rolls the whole transaction
+        back and raises `_Unguarded`: run the batch again guarded."""
         done: list[tuple[_Job, Any, BaseException | None]] = []
         again: list[tuple[_Job, BaseException]] = []
         try:
@@ -270,12 +297,16 @@ class PgWriter(GroupCommitWriter):
                 raise _Stale(str(exc)) from exc
             raise
         for job in batch:
-            conn.run("SAVEPOINT job")
+            if guarded:
+                conn.run("SAVEPOINT job")
             try:
                 result = job.fn(cast(sqlite3.Connection, conn))
             except Exception as exc:
                 if conn.broken:
                     raise sqlite3.OperationalError(f"connection lost: {exc}") from exc
+                if not guarded:
+                    conn.run("ROLLBACK")
+                    raise _Unguarded from exc
                 conn.run("ROLLBACK TO SAVEPOINT job")
                 conn.run("RELEASE SAVEPOINT job")
                 if retryable(exc):
@@ -285,7 +316,8 @@ class PgWriter(GroupCommitWriter):
                     exc = StorageUnavailable(str(exc))
                 done.append((job, None, exc))
                 continue
-            conn.run("RELEASE SAVEPOINT job")
+            if guarded:
+                conn.run("RELEASE SAVEPOINT job")
             done.append((job, result, None))
         try:
             conn.run("COMMIT")
@@ -293,8 +325,13 @@ class PgWriter(GroupCommitWriter):
             if retryable(exc) and not conn.broken:
                 with contextlib.suppress(Exception):
                     conn.run("ROLLBACK")
+                self._calm = 0
                 return [], [(job, exc) for job in batch]
             raise
+        if again:
+            self._calm = 0
+        else:
+            self._calm += 1
         return done, again
 
 
