@@ -166,6 +166,20 @@ class Cursor:
         return iter(self.fetchall())
 
 
+# Every connection of the store: give up connecting after 5 s, and notice a
+# peer that vanished without closing (a network split, a dead host) within
+# ~25 s idle or 30 s of unacknowledged data, instead of hanging the writer.
+# Ignored on unix sockets, where the kernel reports a dead server at once.
+CONNECT_OPTIONS: dict[str, Any] = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
+
+
 class Connection:
     """The part of `sqlite3.Connection` the store's functions use."""
 
@@ -177,7 +191,9 @@ class Connection:
     @classmethod
     def connect(cls, url: str, *, autocommit: bool = False) -> Connection:
         try:
-            conn = psycopg.connect(url, autocommit=autocommit, row_factory=row_factory)
+            conn = psycopg.connect(
+                url, autocommit=autocommit, row_factory=row_factory, **CONNECT_OPTIONS
+            )
         except psycopg.Error as exc:
             raise _mapped(exc) from exc
         return cls(conn)

@@ -52,6 +52,8 @@ from typing import Any
 import psycopg
 import structlog
 
+from monitor.store.pgadapter import CONNECT_OPTIONS
+
 log = structlog.get_logger("monitor.store")
 
 CHANNEL = "monitor_events"
@@ -136,15 +138,7 @@ class Fanout:
     def _run(self, send: Publish) -> None:
         while not self._stop.is_set():
             try:
-                with psycopg.connect(
-                    self._url,
-                    autocommit=True,
-                    connect_timeout=5,
-                    keepalives=1,
-                    keepalives_idle=10,
-                    keepalives_interval=5,
-                    keepalives_count=3,
-                ) as conn:
+                with psycopg.connect(self._url, autocommit=True, **CONNECT_OPTIONS) as conn:
                     self._session(conn, send)
             except psycopg.Error as exc:
                 if self.connected:
