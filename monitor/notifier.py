@@ -62,6 +62,8 @@ class Notifier:
     async def run(self) -> None:
         self.session = aiohttp.ClientSession()
         try:
+            if self.shared:
+                await self._release_own_leases()
             while True:
                 self.pipeline.work_added.clear()
                 next_try = await self._dispatch_due()
@@ -76,6 +78,27 @@ class Notifier:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await self.session.close()
+
+    async def _release_own_leases(self) -> None:
+        """Leases under our instance name belong to our previous run, which
+        is dead (we are starting): send those notices now, again with the
+        same Idempotency-Key, rather than after the lease runs out.  (Hence
+        every instance needs its own `[daemon] instance` name.)"""
+
+        def release(conn: sqlite3.Connection) -> int:
+            return conn.execute(
+                "UPDATE notices SET claimed_by = NULL, lease_until = NULL"
+                " WHERE claimed_by = ? AND status = 'pending'",
+                (self.instance,),
+            ).rowcount
+
+        try:
+            released = await self.store.write(release)
+        except StorageUnavailable as exc:
+            log.warning("could not release our previous run's notice leases", error=str(exc))
+            return  # they run out by themselves
+        if released:
+            log.info("notice leases of our previous run released", notices=released)
 
     async def drain(self, timeout: float) -> None:
         """Let notices already being sent finish (shutdown)."""

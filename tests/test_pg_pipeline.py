@@ -1,7 +1,11 @@
-"""The pipeline's end-to-end tests again, on PostgreSQL instead of SQLite.
+"""The pipeline's end-to-end, restart and retention tests again, on
+PostgreSQL instead of SQLite.
 
-The test functions are those of tests/test_pipeline_e2e.py; an autouse
-fixture points their `write_config` at a fresh PostgreSQL database.
+The test functions are those of tests/test_pipeline_e2e.py,
+tests/test_pipeline_restart.py and tests/test_retention_daemon.py; an
+autouse fixture points their `write_config` at a fresh PostgreSQL database
+(an SQLite path a test passes, to share one database between runs, becomes
+that same PostgreSQL database).
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import psycopg
 import pytest
 
 from tests import test_pipeline_e2e as e2e
+from tests import test_pipeline_restart as restart
+from tests import test_retention_daemon as retention
 from tests.support import daemon as support
 from tests.support.postgres import pg_server, pg_url  # noqa: F401
 from tests.test_pipeline_e2e import (  # noqa: F401  (collected again here)
@@ -25,6 +31,15 @@ from tests.test_pipeline_e2e import (  # noqa: F401  (collected again here)
     test_rejections_are_quarantined,
     test_window_closes_before_ack_timeout_reminds_next_window,
 )
+from tests.test_pipeline_restart import (  # noqa: F401
+    test_deferral_due_while_stopped_is_raised_once_at_start,
+    test_event_stream_and_resume,
+    test_kill_between_send_and_record_reuses_the_key,
+)
+from tests.test_retention_daemon import (  # noqa: F401
+    test_jump_800_days_prunes_resolved_and_old_keeps_open_and_deferred,
+    test_sse_resume_from_a_pruned_event_gets_reset,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -33,10 +48,12 @@ def _on_postgres(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
 
     @functools.wraps(original)
     def write_config(*args: Any, **kwargs: Any) -> Any:
+        kwargs.pop("db", None)
         kwargs.setdefault("db_url", pg_url)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(e2e, "write_config", write_config)
+    for module in (e2e, restart, retention):
+        monkeypatch.setattr(module, "write_config", write_config)
     yield
     # the test really ran on PostgreSQL
     with psycopg.connect(pg_url) as conn:
