@@ -606,7 +606,7 @@ role = "customer"
 
 [[api.tokens]]
 token = "secret-3"
-role = "agent"
+role = "staff"
 contracts = ["C-0001"]
 
 [[api.tokens]]
@@ -625,7 +625,7 @@ contracts = ["C-0001", "C-0404"]
         f"config error: main.toml:{tokens[2]}: api.tokens[2].contracts: "
         "a customer token needs the contracts it may see",
         f"config error: main.toml:{tokens[3] + 3}: api.tokens[3].contracts: "
-        "only customer tokens are limited to contracts (agent sees all)",
+        "only customer and agent tokens are limited to contracts (staff sees all)",
         f"config error: main.toml:{tokens[4] + 3}: api.tokens[4].contracts[1]: "
         'unknown contract "C-0404"',
     ]

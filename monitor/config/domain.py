@@ -319,15 +319,18 @@ def build_tokens(entries: list[Table], contract_ids: set[str]) -> tuple[ApiToken
         role_name = t.get("role", choice(*ROLES), required=True)
         contracts = t.array("contracts", as_nonempty) or ()
         raw_contracts = t.data.get("contracts")
-        if role_name == "customer":
-            if raw_contracts is None or raw_contracts == []:
-                t.error("contracts", "a customer token needs the contracts it may see")
+        # customer: the contracts it may see (required); agent: the contracts
+        # whose devices it may report for (optional, [] = any device).
+        if role_name == "customer" and (raw_contracts is None or raw_contracts == []):
+            t.error("contracts", "a customer token needs the contracts it may see")
+        if role_name in ("customer", "agent"):
             for i, cid in enumerate(contracts):
                 if cid not in contract_ids:
                     t.collector.add(t.src, (*t.path, "contracts", i), f"unknown contract {q(cid)}")
         elif role_name is not None and contracts:
             t.error(
-                "contracts", f"only customer tokens are limited to contracts ({role_name} sees all)"
+                "contracts",
+                f"only customer and agent tokens are limited to contracts ({role_name} sees all)",
             )
         t.close()
         if digest is None or role_name is None:

@@ -16,7 +16,7 @@ from monitor.formats.alarm_json import Invalid, decode_alarm
 from monitor.formats.redfish import parse_redfish
 from monitor.hours import schedule_for
 from monitor.http.auth import ACT, ADMIN, PUSH, READ, Principal, not_found, principal
-from monitor.model import AlarmReport, Received, Rejected
+from monitor.model import AlarmReport, Config, Received, Rejected
 from monitor.pipeline import Accepted, Refused
 from monitor.runtime import Runtime
 from monitor.store import StorageUnavailable
@@ -233,8 +233,47 @@ def _answer(result: Accepted | Refused) -> dict[str, Any]:
     return {"seq": result.seq, "id": result.id, "duplicate": result.duplicate}
 
 
+def _push_refusal(who: Principal, config: Config, serial: str) -> tuple[str, str] | None:
+    """Why `who` may not push for `serial` (reason, detail for the sender), or None.
+
+    `not-authorized`: a token bound to contracts (`[[api.tokens]] contracts`
+    on an agent token) pushing for a serial that is not a configured device
+    of those contracts. An unknown serial and another contract's device get
+    the same answer, so a bound token cannot probe which serials exist.
+    """
+    device = config.devices.get(serial)
+    if not who.may_report(device):
+        return "not-authorized", f"this token may not report for device {serial[:64]!r}"
+    return None
+
+
+def _redfish_vouched(who: Principal, config: Config, serial: str) -> bool:
+    """Whether unsigned Redfish events count as the device's own.
+
+    Redfish events carry no `sig`, and a device with a `secret` must sign
+    (SPEC 3.1): for it, only a token bound to its contract (or an admin's,
+    the centre's own) vouches for the push; from any other agent token each
+    event is refused `bad-signature` like an unsigned alarm."""
+    device = config.devices.get(serial)
+    if device is None or not device.secret:
+        return True
+    return who.role != "agent" or who.bound
+
+
+async def _refuse_push(
+    rt: Runtime, who: Principal, raw: bytes, peer: str, refusal: tuple[str, str]
+) -> web.Response:
+    """Quarantine a push the token may not make; answer 403 with the reason."""
+    reason, detail = refusal
+    bound = ",".join(sorted(who.reports_for)) if who.reports_for is not None else "-"
+    await rt.pipeline.reject(
+        Rejected("http", reason, raw, peer), f"{detail} (role {who.role}, bound to {bound})"
+    )
+    return _json({"error": reason, "detail": detail[:300]}, 403)
+
+
 async def post_alarm(request: web.Request) -> web.Response:
-    _who(request, PUSH)
+    who = _who(request, PUSH)
     rt = _rt(request)
     received = rt.clock.now()
     raw = await request.read()
@@ -243,6 +282,9 @@ async def post_alarm(request: web.Request) -> web.Response:
     if isinstance(report, Invalid):
         await rt.pipeline.reject(Rejected("http", report.reason, raw, peer), report.detail)
         return _json({"error": report.reason, "detail": report.detail[:300]}, 400)
+    refusal = _push_refusal(who, rt.config.current, report.serial)
+    if refusal is not None:
+        return await _refuse_push(rt, who, raw, peer, refusal)
     try:
         result = await rt.pipeline.accept(Received(report, "http", "json", raw, peer), received)
     except StorageUnavailable:
@@ -253,12 +295,18 @@ async def post_alarm(request: web.Request) -> web.Response:
 
 
 async def post_redfish(request: web.Request) -> web.Response:
-    _who(request, PUSH)
+    who = _who(request, PUSH)
     rt = _rt(request)
     received = rt.clock.now()
     serial = request.match_info["serial"]
     raw = await request.read()
     peer = request.remote or ""
+    # Every event of the payload is for the path's serial (parse_redfish
+    # gives each the caller's serial), so one check covers them all.
+    refusal = _push_refusal(who, rt.config.current, serial)
+    if refusal is not None:
+        return await _refuse_push(rt, who, raw, peer, refusal)
+    vouched = _redfish_vouched(who, rt.config.current, serial)
     items: list[dict[str, Any]] = []
     for n, item in enumerate(parse_redfish(raw, serial)):
         # The payload's bytes go with its first record only: kept once per
@@ -270,7 +318,7 @@ async def post_redfish(request: web.Request) -> web.Response:
             continue
         try:
             result = await rt.pipeline.accept(
-                Received(item, "http", "redfish", kept, peer, signed_ok=True), received
+                Received(item, "http", "redfish", kept, peer, signed_ok=vouched), received
             )
         except StorageUnavailable:
             return _error(503, "storage unavailable")

@@ -11,6 +11,12 @@ items — so lists, single items, contracts, hours, the event stream and the
 page (which only uses the API) all filter by the same rule. `require()`
 answers exactly what a missing item answers (404, same body), so a customer
 cannot tell "another contract's" from "does not exist".
+
+Binding (known gaps 1 and 2 of docs/security.md): an `agent` token with
+`contracts` may push only for the configured devices of those contracts;
+`Principal.may_report()` is the one rule, asked by both push endpoints. An
+agent token without `contracts` (and an admin token) may report for any
+serial, as before.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from typing import Any
 
 from aiohttp import web
 
-from monitor.model import ApiToken, Config
+from monitor.model import ApiToken, Config, Device
 
 READ = ("admin", "staff", "customer")
 ACT = ("admin", "staff")
@@ -43,6 +49,25 @@ class Principal:
     role: str
     # None: every contract; otherwise only these (customers).
     contracts: frozenset[str] | None
+    # None: may report for any serial; otherwise only for the configured
+    # devices of these contracts (agent tokens with `contracts`).
+    reports_for: frozenset[str] | None = None
+
+    @property
+    def bound(self) -> bool:
+        """True for an agent token bound to contracts."""
+        return self.reports_for is not None
+
+    def may_report(self, device: Device | None) -> bool:
+        """May this caller push alarms for `device` (None: an unknown serial)?
+
+        A bound token may not push for unknown serials nor for another
+        contract's devices; both get the same answer, so it cannot probe
+        which serials exist.
+        """
+        if self.reports_for is None:
+            return True
+        return device is not None and device.contract in self.reports_for
 
     @property
     def allowed(self) -> frozenset[str] | None:
@@ -66,6 +91,7 @@ class Principal:
         return {
             "role": self.role,
             "contracts": sorted(self.contracts) if self.contracts is not None else None,
+            "reports_for": sorted(self.reports_for) if self.reports_for is not None else None,
             "may": {
                 "read": self.may(READ),
                 "ack": self.may(ACT),
@@ -123,4 +149,5 @@ def principal(request: web.Request, config: Config, roles: tuple[str, ...]) -> P
             content_type="application/json",
         )
     contracts = token.contracts if token.role == "customer" else None
-    return Principal(token.role, contracts)
+    reports_for = token.contracts if token.role == "agent" and token.contracts else None
+    return Principal(token.role, contracts, reports_for)
