@@ -300,6 +300,9 @@ def test_redact_and_scrub() -> None:
     assert pgops.redact(url) == "postgresql://mon@db.example:5432/monitor?sslmode=require"
     assert pgops.scrub("auth p@ss p%40ss q!", url) == "auth *** *** ***!"
     assert pgops.redact("postgresql://db/monitor") == "postgresql://db/monitor"
+    # a unix socket URL keeps its empty host
+    local = "postgresql:///monitor?host=/var/run/postgresql&password=z"
+    assert pgops.redact(local) == "postgresql:///monitor?host=/var/run/postgresql"
 
 
 # -- retention, two instances ------------------------------------------------------------

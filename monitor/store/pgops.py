@@ -22,7 +22,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 # Where the PostgreSQL client programs live when they are not on PATH
 # (Debian/Ubuntu: one folder per major version).
@@ -56,7 +56,12 @@ def _split_password(url: str) -> tuple[str, str | None]:
             password = unquote(value.replace("+", " ")) if password is None else password
             continue
         kept.append(item)
-    clean = urlunsplit((parts.scheme, netloc, parts.path, "&".join(kept), parts.fragment))
+    # Not urlunsplit: it drops the "//" of an empty host (postgresql:///db).
+    clean = f"{parts.scheme}://{netloc}{parts.path}"
+    if kept:
+        clean += "?" + "&".join(kept)
+    if parts.fragment:
+        clean += "#" + parts.fragment
     return clean, password
 
 
