@@ -30,6 +30,13 @@ Rules:
   first to find an agent overdue decides.)
 - `offline` (an agent's retained Last Will, or its goodbye) makes it silent
   at once; `online` or any heartbeat brings it back.
+- With a grace G (`[mqtt] offline_grace`, seconds; 0 = none) an `offline`
+  is only stored as pending (`offline_since` = when it arrived): the agent
+  goes silent if it is still offline G after the later of that arrival and
+  our broker link coming up, and the time it went silent is the arrival.  An
+  `online` or a heartbeat before then cancels it, announcing nothing (the
+  broker restart that fires every agent's Last Will, a flapping link).  The
+  heartbeat deadline runs on meanwhile, independently.
 - Only a change against the stored state counts: the retained status the
   broker replays on every resubscribe (and, with several instances, the
   same status delivered to each) repeats the stored one and does nothing.
@@ -95,10 +102,20 @@ class Agent:
     interval: float | None = None  # seconds, as the agent announced
     status: str | None = None  # online | offline: the last status message
     silent_since: float | None = None  # set while AGENT-SILENT stands
+    # When an `offline` arrived that awaits its grace (not silent yet); None
+    # when none is pending.
+    offline_since: float | None = None
 
     @property
     def silent(self) -> bool:
         return self.silent_since is not None
+
+    @property
+    def pending_offline(self) -> float | None:
+        """The arrival of an `offline` awaiting its grace, if one is."""
+        if self.silent or self.status != "offline":
+            return None  # (a row an older daemon changed may keep a stale one)
+        return self.offline_since
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +133,9 @@ def on_heartbeat(
     agent: Agent | None, serial: str, now: float, interval: float
 ) -> tuple[Agent, Change | None]:
     base = agent or Agent(serial)
-    new = replace(base, last_seen=now, interval=interval, silent_since=None)
+    # Also cancels a pending `offline` (the status stays: a replayed
+    # retained `offline` is then still no change).
+    new = replace(base, last_seen=now, interval=interval, silent_since=None, offline_since=None)
     if not base.silent:
         return new, None
     return new, Change(
@@ -129,21 +148,28 @@ def on_heartbeat(
 
 
 def on_status(
-    agent: Agent | None, serial: str, now: float, online: bool
+    agent: Agent | None, serial: str, now: float, online: bool, grace: float = 0.0
 ) -> tuple[Agent, Change | None]:
-    """`agent` itself (same object) when nothing changes."""
+    """`agent` itself (same object) when nothing changes.
+
+    `grace` (seconds, `[mqtt] offline_grace`): above 0, an `offline` that is
+    a change is stored as pending since `now` and decided by `on_tick`.
+    """
     word = "online" if online else "offline"
     if agent is not None and agent.status == word:
         return agent, None  # a replayed retained message, or a repeat
     base = agent or Agent(serial)
     if online:
-        # A sign of life: a fresh heartbeat allowance starts now.
-        new = replace(base, status=word, last_seen=now, silent_since=None)
+        # A sign of life: a fresh heartbeat allowance starts now, and a
+        # pending `offline` is forgotten (nothing was announced for it).
+        new = replace(base, status=word, last_seen=now, silent_since=None, offline_since=None)
         if not base.silent:
             return new, None
         return new, Change(serial, "back", now, "status", "Agent back: status online")
     if base.silent:
         return replace(base, status=word), None
+    if grace > 0:
+        return replace(base, status=word, offline_since=now), None
     new = replace(base, status=word, silent_since=now)
     return new, Change(
         serial,
@@ -154,15 +180,52 @@ def on_status(
     )
 
 
-def deadline(agent: Agent, allowance_start: float) -> float | None:
-    """When the agent counts as silent; None when nothing is awaited."""
+def _heartbeat_due(agent: Agent, allowance_start: float) -> float | None:
     if agent.silent or agent.interval is None or agent.last_seen is None:
         return None
     return max(agent.last_seen, allowance_start) + SILENT_AFTER * agent.interval
 
 
-def on_tick(agent: Agent, now: float, allowance_start: float) -> tuple[Agent, Change | None]:
-    due = deadline(agent, allowance_start)
+def _offline_due(agent: Agent, allowance_start: float, grace: float) -> float | None:
+    arrived = agent.pending_offline
+    if arrived is None:
+        return None
+    # Not before a full grace after our own link came up: the broker restart
+    # that fired the wills also dropped our link, and agents need the time
+    # to reconnect.
+    return max(arrived, allowance_start) + grace
+
+
+def deadline(agent: Agent, allowance_start: float, grace: float = 0.0) -> float | None:
+    """When the agent counts as silent; None when nothing is awaited.
+
+    The earlier of the heartbeat deadline and a pending `offline`'s end of
+    grace (`grace` seconds, `[mqtt] offline_grace`)."""
+    beat = _heartbeat_due(agent, allowance_start)
+    off = _offline_due(agent, allowance_start, grace)
+    if beat is None or off is None:
+        return beat if off is None else off
+    return min(beat, off)
+
+
+def on_tick(
+    agent: Agent, now: float, allowance_start: float, grace: float = 0.0
+) -> tuple[Agent, Change | None]:
+    beat = _heartbeat_due(agent, allowance_start)
+    off = _offline_due(agent, allowance_start, grace)
+    if off is not None and off <= now and (beat is None or off <= beat):
+        arrived = agent.offline_since
+        assert arrived is not None
+        message = (
+            "Agent silent: status offline (it disconnected, or its last will fired)"
+            f" at {rfc3339(arrived)}, not back within {grace:g} s"
+        )
+        # It went silent when the `offline` arrived: the alarm says so, and
+        # its report id is made from stored data, the same on every instance.
+        return replace(agent, silent_since=arrived, offline_since=None), Change(
+            agent.serial, "silent", arrived, "status", message
+        )
+    due = beat
     if due is None or due > now:
         return agent, None
     assert agent.interval is not None and agent.last_seen is not None
@@ -171,7 +234,7 @@ def on_tick(agent: Agent, now: float, allowance_start: float) -> tuple[Agent, Ch
         f"Agent silent: no heartbeat for {SILENT_AFTER} intervals of "
         f"{agent.interval:g} s (last heartbeat {last})"
     )
-    return replace(agent, silent_since=due), Change(
+    return replace(agent, silent_since=due, offline_since=None), Change(
         agent.serial, "silent", due, "heartbeat", message
     )
 
@@ -231,15 +294,17 @@ class _Scan:
     due: list[str]  # watched agents whose deadline has passed (a hint: re-decided)
     next_due: float | None  # the earliest deadline still ahead
     silent: int
+    more: bool = False  # the batch was full: look again
 
 
 # `interval` is a keyword in PostgreSQL: quoted where it stands alone.
-_COLUMNS = 'serial, last_seen, "interval", status, silent_since'
+_COLUMNS = 'serial, last_seen, "interval", status, silent_since, offline_since'
 _UPSERT = (
-    "INSERT INTO heartbeats (serial, last_seen, interval, status, silent_since)"
-    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (serial) DO UPDATE SET"
+    "INSERT INTO heartbeats (serial, last_seen, interval, status, silent_since, offline_since)"
+    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (serial) DO UPDATE SET"
     " last_seen = excluded.last_seen, interval = excluded.interval,"
-    " status = excluded.status, silent_since = excluded.silent_since"
+    " status = excluded.status, silent_since = excluded.silent_since,"
+    " offline_since = excluded.offline_since"
 )
 _OUTBOX = (
     "INSERT INTO agent_outbox (serial, kind, at, format, message, received)"
@@ -247,14 +312,23 @@ _OUTBOX = (
 )
 _OUTBOX_COLUMNS = "seq, serial, kind, at, format, message, received"
 _SILENT = "SELECT count(*) FROM heartbeats WHERE silent_since IS NOT NULL"
-# `deadline()` in SQL (same double arithmetic: max(last_seen, allowance) +
-# 3 * interval), for the watched rows; parameters: allowance twice, 3.0.
-_DEADLINE = '(CASE WHEN last_seen > ? THEN last_seen ELSE ? END) + ? * "interval"'
-_WATCHED = 'silent_since IS NULL AND "interval" IS NOT NULL AND last_seen IS NOT NULL'
+# `deadline()` in SQL, with the same double arithmetic: one row per watched
+# agent and rule, (serial, due).  Heartbeats: max(last_seen, allowance) +
+# 3 * interval; a pending `offline`: max(offline_since, allowance) + grace.
+# Parameters: allowance twice, 3.0, allowance twice, grace.
+_DUES = (
+    'SELECT serial, (CASE WHEN last_seen > ? THEN last_seen ELSE ? END) + ? * "interval"'
+    " AS due FROM heartbeats"
+    ' WHERE silent_since IS NULL AND "interval" IS NOT NULL AND last_seen IS NOT NULL'
+    " UNION ALL"
+    " SELECT serial, (CASE WHEN offline_since > ? THEN offline_since ELSE ? END) + ?"
+    " AS due FROM heartbeats"
+    " WHERE silent_since IS NULL AND status = 'offline' AND offline_since IS NOT NULL"
+)
 
 
 def _row_agent(row: Any) -> Agent:
-    return Agent(row[0], row[1], row[2], row[3], row[4])
+    return Agent(row[0], row[1], row[2], row[3], row[4], row[5])
 
 
 def _get(conn: sqlite3.Connection, serial: str) -> Agent | None:
@@ -275,7 +349,14 @@ def _decide_tx(serial: str, decide: Decide, now: float) -> Callable[[sqlite3.Con
             return _Applied(before, None)
         conn.execute(
             _UPSERT,
-            (after.serial, after.last_seen, after.interval, after.status, after.silent_since),
+            (
+                after.serial,
+                after.last_seen,
+                after.interval,
+                after.status,
+                after.silent_since,
+                after.offline_since,
+            ),
         )
         if change is None:
             return _Applied(after, None)
@@ -295,20 +376,22 @@ def _decide_tx(serial: str, decide: Decide, now: float) -> Callable[[sqlite3.Con
     return tx
 
 
-def _scan(now: float, allowance: float) -> Callable[[sqlite3.Connection], _Scan]:
+def _scan(now: float, allowance: float, grace: float) -> Callable[[sqlite3.Connection], _Scan]:
     def read(conn: sqlite3.Connection) -> _Scan:
-        args = (allowance, allowance, float(SILENT_AFTER))
+        args = (allowance, allowance, float(SILENT_AFTER), allowance, allowance, grace)
         due = conn.execute(
-            f"SELECT serial, {_DEADLINE} AS due FROM heartbeats"
-            f" WHERE {_WATCHED} AND {_DEADLINE} <= ? ORDER BY 2, 1 LIMIT ?",
-            (*args, *args, now, SCAN_BATCH),
+            f"SELECT serial, due FROM ({_DUES}) AS d WHERE due <= ? ORDER BY due, serial LIMIT ?",
+            (*args, now, SCAN_BATCH),
         ).fetchall()
         ahead = conn.execute(
-            f"SELECT min({_DEADLINE}) FROM heartbeats WHERE {_WATCHED} AND {_DEADLINE} > ?",
-            (*args, *args, now),
+            f"SELECT min(due) FROM ({_DUES}) AS d WHERE due > ?", (*args, now)
         ).fetchone()[0]
         silent = int(conn.execute(_SILENT).fetchone()[0])
-        return _Scan([r[0] for r in due], None if ahead is None else float(ahead), silent)
+        # An agent due by both rules is listed twice: decided once.
+        serials = list(dict.fromkeys(str(r[0]) for r in due))
+        return _Scan(
+            serials, None if ahead is None else float(ahead), silent, len(due) >= SCAN_BATCH
+        )
 
     return read
 
@@ -334,11 +417,11 @@ def _delete(seq: int) -> Callable[[sqlite3.Connection], None]:
     return tx
 
 
-def _tick(now: float, allowance: float) -> Decide:
+def _tick(now: float, allowance: float, grace: float) -> Decide:
     def decide(agent: Agent | None) -> tuple[Agent | None, Change | None]:
         if agent is None:
             return None, None  # deleted meanwhile (an operator)
-        return on_tick(agent, now, allowance)
+        return on_tick(agent, now, allowance, grace)
 
     return decide
 
@@ -356,9 +439,13 @@ class HeartbeatTracker:
     the messages) decide each change exactly once.
     """
 
-    def __init__(self, rt: Runtime, channel: str = "mqtt") -> None:
+    def __init__(self, rt: Runtime, channel: str = "mqtt", grace: float | None = None) -> None:
         self.rt = rt
         self.channel = channel
+        if grace is None:  # `[mqtt] offline_grace` (read at start, like all of [mqtt])
+            mqtt = rt.config.current.mqtt
+            grace = mqtt.offline_grace.total_seconds() if mqtt is not None else 0.0
+        self.grace = grace  # seconds an `offline` waits before the agent is silent
         # PostgreSQL: other instances write the same tables.
         self.shared = bool(getattr(rt.store, "shared", False))
         self.allowance_start: float | None = None  # None: our broker link is down
@@ -407,8 +494,9 @@ class HeartbeatTracker:
 
     async def status(self, serial: str, online: bool, at: datetime) -> None:
         now = at.timestamp()
+        grace = self.grace
         applied = await self._apply(
-            serial, lambda agent: on_status(agent, serial, now, online), now
+            serial, lambda agent: on_status(agent, serial, now, online, grace), now
         )
         self._replan(applied.agent)
 
@@ -417,7 +505,7 @@ class HeartbeatTracker:
         allowance = self.allowance_start
         if agent is None or allowance is None:
             return
-        due = deadline(agent, allowance)
+        due = deadline(agent, allowance, self.grace)
         if due is None:
             return
         if self._checking:  # the check may have read the table before this
@@ -464,20 +552,22 @@ class HeartbeatTracker:
         allowance = self.allowance_start
         if allowance is None:
             return None  # paused: our own link is down
+        grace = self.grace
         while True:
             now = self.rt.clock.now().timestamp()
-            scan = await self.rt.store.read(_scan(now, allowance))
+            scan = await self.rt.store.read(_scan(now, allowance, grace))
             self._gauge(scan.silent)
             planned = scan.next_due
             for serial in scan.due:
                 # Decided again on the row as it is now: another instance
-                # may have declared it silent, or stored a newer heartbeat.
-                applied = await self._apply(serial, _tick(now, allowance), now)
+                # may have declared it silent, or stored a newer heartbeat
+                # or an `online`.
+                applied = await self._apply(serial, _tick(now, allowance, grace), now)
                 if applied.agent is not None and applied.change is None:
-                    due = deadline(applied.agent, allowance)
+                    due = deadline(applied.agent, allowance, grace)
                     if due is not None and (planned is None or due < planned):
                         planned = due
-            if len(scan.due) < SCAN_BATCH:
+            if not scan.more:
                 self.checked_at = now
                 return planned
 

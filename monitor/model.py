@@ -155,6 +155,9 @@ class MqttConfig:
     protocol: Literal[3, 5] = 5
     share_group: str = ""
     embedded_broker: bool = False
+    # An `offline` status makes the agent silent only if still offline this
+    # long after it arrived (0: at once, SPEC 3.2 as written).
+    offline_grace: timedelta = timedelta(0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -117,3 +117,117 @@ def test_reports_are_stable_and_shaped_like_spec() -> None:
     assert (back.component, back.code, back.severity) == ("agent", "AGENT-SILENT", "clear")
     # Same inputs, same id: a re-send after a crash is an exact duplicate.
     assert hb.report_for(S, "silent", at, "x", None).id == silent.id
+
+
+# -- `[mqtt] offline_grace`: flap damping for status `offline` -------------------------
+
+G = 60.0  # the grace, seconds
+ONLINE = Agent(S, last_seen=T0, interval=600, status="online")  # heartbeat due at T0 + 1800
+
+
+def test_offline_with_grace_is_pending_not_silent() -> None:
+    off, change = on_status(ONLINE, S, T0 + 5, online=False, grace=G)
+    assert change is None
+    assert off == Agent(S, last_seen=T0, interval=600, status="offline", offline_since=T0 + 5)
+    assert not off.silent and off.pending_offline == T0 + 5
+    # last_seen is untouched: the heartbeat deadline runs on, the grace ends first.
+    assert deadline(off, allowance_start=T0 - 1, grace=G) == T0 + 65
+    # The retained `offline` replayed (a resubscribe, another instance): nothing,
+    # and the grace still counts from the first arrival.
+    assert on_status(off, S, T0 + 30, online=False, grace=G) == (off, None)
+
+
+@pytest.mark.parametrize("back", ["online", "heartbeat"])
+def test_online_or_heartbeat_within_grace_cancels_silently(back: str) -> None:
+    off, _ = on_status(ONLINE, S, T0 + 5, online=False, grace=G)
+    if back == "online":
+        after, change = on_status(off, S, T0 + 15, online=True, grace=G)
+        assert after.status == "online" and after.last_seen == T0 + 15
+    else:
+        after, change = on_heartbeat(off, S, T0 + 15, 600)
+        # The status stays (as without grace): a replayed `offline` is no change.
+        assert after.status == "offline"
+        assert on_status(after, S, T0 + 20, online=False, grace=G) == (after, None)
+    assert change is None  # nothing was announced, nothing to clear
+    assert after.offline_since is None and after.pending_offline is None and not after.silent
+    assert deadline(after, T0 - 1, G) == T0 + 15 + 1800
+    assert on_tick(after, T0 + 5 + G, T0 - 1, G) == (after, None)
+
+
+@pytest.mark.parametrize(
+    ("allowance", "now", "silent"),
+    [
+        (T0 - 1, T0 + 64.9, False),  # not yet
+        (T0 - 1, T0 + 65, True),  # the grace is over
+        (T0 - 1, T0 + 1000, True),  # a clock jump: silent since the arrival all the same
+        (T0 + 50, T0 + 100, False),  # our link came up at +50: not before +110
+        (T0 + 50, T0 + 110, True),
+    ],
+)
+def test_offline_still_there_after_grace_is_silent_since_arrival(
+    allowance: float, now: float, silent: bool
+) -> None:
+    off, _ = on_status(ONLINE, S, T0 + 5, online=False, grace=G)
+    assert deadline(off, allowance, G) == max(T0 + 5, allowance) + G
+    after, change = on_tick(off, now, allowance, G)
+    if not silent:
+        assert (after, change) == (off, None)
+        return
+    assert change is not None
+    assert (change.kind, change.at, change.format) == ("silent", T0 + 5, "status")
+    assert "not back within 60 s" in change.message
+    assert after.silent_since == T0 + 5 and after.offline_since is None
+    assert after.status == "offline"
+    assert hb.report_id(S, change.kind, change.at) == hb.report_id(S, "silent", T0 + 5)
+    # Silent: decided once, no deadline until it comes back; `online` clears.
+    assert deadline(after, allowance, G) is None
+    assert on_tick(after, now + 10_000, allowance, G) == (after, None)
+    back, clear = on_status(after, S, now + 1, online=True, grace=G)
+    assert clear is not None and (clear.kind, clear.at) == ("back", now + 1)
+    assert not back.silent
+
+
+def test_heartbeat_deadline_before_end_of_grace_decides_as_usual() -> None:
+    agent = Agent(S, last_seen=T0, interval=10, status="online")  # heartbeat due T0 + 30
+    off, _ = on_status(agent, S, T0 + 5, online=False, grace=G)
+    assert deadline(off, T0 - 1, G) == T0 + 30
+    after, change = on_tick(off, T0 + 100, T0 - 1, G)  # both passed: the earlier decides
+    assert change is not None and (change.at, change.format) == (T0 + 30, "heartbeat")
+    assert after.silent_since == T0 + 30 and after.offline_since is None
+
+
+def test_offline_of_unknown_agent_with_grace_waits_too() -> None:
+    agent, change = on_status(None, S, T0, online=False, grace=G)
+    assert change is None and agent == Agent(S, status="offline", offline_since=T0)
+    assert deadline(agent, T0 - 1, G) == T0 + G
+    after, change = on_tick(agent, T0 + G, T0 - 1, G)
+    assert change is not None and change.at == T0 and after.silent
+
+
+def test_offline_while_silent_with_grace_is_no_pending() -> None:
+    silent = Agent(S, last_seen=T0, interval=60, status="online", silent_since=T0 + 180)
+    after, change = on_status(silent, S, T0 + 400, online=False, grace=G)
+    assert change is None and after.silent_since == T0 + 180 and after.offline_since is None
+
+
+def test_grace_zero_is_at_once_as_without() -> None:
+    off, change = on_status(ONLINE, S, T0 + 5, online=False, grace=0.0)
+    assert change is not None and (change.kind, change.at) == ("silent", T0 + 5)
+    assert off.silent_since == T0 + 5 and off.offline_since is None
+    assert (off, change) == on_status(ONLINE, S, T0 + 5, online=False)
+    assert deadline(ONLINE, T0, 0.0) == deadline(ONLINE, T0) == T0 + 1800
+
+
+def test_pending_offline_left_by_a_larger_grace_is_decided_with_the_current_one() -> None:
+    # Stored under offline_grace = "60s", the daemon restarted with "0s".
+    pending = Agent(S, status="offline", offline_since=T0)
+    assert deadline(pending, T0 + 10, 0.0) == T0 + 10
+    after, change = on_tick(pending, T0 + 10, T0 + 10, 0.0)
+    assert change is not None and change.at == T0 and after.silent_since == T0
+
+
+def test_stale_offline_since_under_status_online_is_ignored() -> None:
+    # A row an older daemon (without this column) changed to `online`.
+    stale = Agent(S, status="online", offline_since=T0)
+    assert stale.pending_offline is None and deadline(stale, T0, G) is None
+    assert on_tick(stale, T0 + 10**6, T0, G) == (stale, None)

@@ -5,20 +5,27 @@ daemon's own broker link is down."""
 from __future__ import annotations
 
 import asyncio
+import threading
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.support import mosquitto as support
-from tests.support.daemon import RunningDaemon, running
+from tests.support.daemon import RunningDaemon, running, write_config
 from tests.support.mosquitto import Mosquitto, find_mosquitto
 from tests.test_mqtt_helpers import (
+    CLOCK_START,
     SERIAL,
+    TIMEOUT,
     Agent,
     heartbeat,
     mqtt_config,
+    mqtt_section,
     mqtt_up,
     query,
     until,
@@ -207,3 +214,96 @@ async def test_owed_announcement_is_sent_after_a_crash(
 
         await until(outbox_empty, "outbox drained")
         assert await d.metric("monitor_agents_silent") == 1
+
+
+class ReconnectingAgent:
+    """An agent as monitor-agent behaves: a retained Last Will `offline`,
+    and a retained `online` published on every (re)connect; paho reconnects
+    by itself after the broker went away."""
+
+    def __init__(self, broker: Mosquitto, serial: str) -> None:
+        self.topic = f"express/status/{serial}"
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"agent-{uuid.uuid4().hex[:8]}",
+            protocol=mqtt.MQTTv311,
+        )
+        self.client.will_set(self.topic, b"offline", qos=1, retain=True)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=2)
+        self._lock = threading.Lock()
+        self._connects = 0
+        self.client.on_connect = self._on_connect
+        self.client.connect(broker.host, broker.port, keepalive=30)
+        self.client.loop_start()
+
+    def _on_connect(self, client: mqtt.Client, *args: Any) -> None:
+        client.publish(self.topic, b"online", qos=1, retain=True)
+        with self._lock:
+            self._connects += 1
+
+    @property
+    def connects(self) -> int:
+        with self._lock:
+            return self._connects
+
+    def close(self) -> None:
+        self.client.disconnect()  # clean: no will
+        self.client.loop_stop()
+
+
+@pytest.mark.parametrize("grace", ["0s", "30s"])
+async def test_broker_restart_fires_wills_grace_keeps_them_quiet(
+    tmp_path: Path, mosquitto_factory: Callable[..., Mosquitto], grace: str
+) -> None:
+    # `systemctl restart mosquitto`: the broker publishes every connected
+    # agent's retained Last Will `offline` on its way out (queued for the
+    # daemon's session, retained), the agents reconnect and publish `online`.
+    # Without a grace that is an AGENT-SILENT and a clear per agent (the
+    # control: it shows the wills do reach the daemon); with
+    # `offline_grace = "30s"` nothing at all.
+    broker = mosquitto_factory()
+    serial = "JPN0099999"
+    section = mqtt_section(broker.url) + f'offline_grace = "{grace}"\n'
+    cfg = write_config(tmp_path, clock_start=CLOCK_START, extra=section)
+    async with running(cfg) as d:
+        await mqtt_up(d)
+        agent = ReconnectingAgent(broker, serial)
+        try:
+
+            async def status_is(word: str) -> bool:
+                rows = await query(
+                    d, "SELECT status, offline_since FROM heartbeats WHERE serial = ?", serial
+                )
+                return rows == [(word, None)]
+
+            await until(lambda: status_is("online"), "status online stored")
+
+            await asyncio.to_thread(broker.restart)  # graceful: SIGTERM, then start
+            await mqtt_up(d)
+
+            async def reconnected() -> bool:
+                return agent.connects >= 2
+
+            await until(reconnected, "the agent reconnected", timeout=TIMEOUT)
+            # A marker published after the agent's `online`: once it is
+            # stored, what the session had queued before it has arrived too.
+            marker = Agent(broker)
+            try:
+                await marker.publish(f"express/heartbeat/{SERIAL}", heartbeat(interval=600))
+            finally:
+                marker.close()
+            await heartbeat_stored(d)
+
+            if grace == "0s":
+                rows = await wait_agent_alarms(d, 2, serial)
+                assert rows[0][0].startswith(f"agent-silent:{serial}:") and rows[0][4] == "status"
+                assert rows[1][0].startswith(f"agent-back:{serial}:") and rows[1][1] == "clear"
+                return
+            await until(lambda: status_is("online"), "status online again, nothing pending")
+            await advance(d, 120)  # well past the grace
+            await asyncio.sleep(0.5)
+            assert await agent_alarms(d, serial) == []
+            assert await d.metric("monitor_agents_silent") == 0
+            assert await status_is("online")
+        finally:
+            agent.close()

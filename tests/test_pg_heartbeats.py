@@ -61,7 +61,9 @@ class Node:
 
 
 @contextlib.asynccontextmanager
-async def nodes(tmp_path: Path, db_url: str | None, n: int) -> AsyncIterator[list[Node]]:
+async def nodes(
+    tmp_path: Path, db_url: str | None, n: int, grace: float = 0.0
+) -> AsyncIterator[list[Node]]:
     async with contextlib.AsyncExitStack() as stack:
         out: list[Node] = []
         for i in range(n):
@@ -69,7 +71,7 @@ async def nodes(tmp_path: Path, db_url: str | None, n: int) -> AsyncIterator[lis
             text = cfg.read_text().replace('instance = "test-1"', f'instance = "test-{i + 1}"')
             cfg.write_text(text)
             d = await stack.enter_async_context(running(cfg))
-            tracker = HeartbeatTracker(d.rt)
+            tracker = HeartbeatTracker(d.rt, grace=grace)
             await tracker.load()
             node = Node(d, tracker, asyncio.create_task(tracker.run()))
             node.clock.set(T0)
@@ -302,6 +304,112 @@ async def test_sqlite_one_tracker_as_before(tmp_path: Path) -> None:
         passes = node.tracker.passes
         await asyncio.sleep(1.5)
         assert node.tracker.passes == passes
+
+
+async def offline_since(node: Node, serial: str = OTHER) -> float | None:
+    [(since,)] = await query(
+        node.d, "SELECT offline_since FROM heartbeats WHERE serial = ?", serial
+    )
+    return None if since is None else float(since)
+
+
+async def test_offline_grace_on_several_instances_decides_once(
+    tmp_path: Path,
+    pg_url: str,  # noqa: F811
+) -> None:
+    # `[mqtt] offline_grace = "60s"`: every instance gets every status; the
+    # first stores the pending `offline`, and when its grace is over every
+    # tracker finds it due: one decides.
+    async with nodes(tmp_path, pg_url, 2, grace=60) as ns:
+        await asyncio.gather(*(node.status(True) for node in ns))
+
+        # A flap: offline, online 10 s later.  Nothing at all.
+        await asyncio.gather(*(node.status(False) for node in ns))
+        first = await offline_since(ns[0])
+        assert first is not None and decided(ns) == 0
+        await at(ns, datetime.fromtimestamp(first + 10, UTC))
+        await asyncio.gather(*(node.status(True) for node in ns))
+        assert await offline_since(ns[1]) is None
+        await at(ns, datetime.fromtimestamp(first + 600, UTC))
+        assert decided(ns) == 0 and await agent_alarms(ns[0], OTHER) == []
+
+        # A heartbeat within the grace (through one instance) cancels too.
+        await asyncio.gather(*(node.status(False) for node in ns))
+        assert await offline_since(ns[0]) is not None
+        await ns[1].heartbeat(OTHER, interval=600)
+        assert await offline_since(ns[0]) is None
+        await at(ns, datetime.fromtimestamp(first + 1200, UTC))
+        assert decided(ns) == 0 and await agent_alarms(ns[0], OTHER) == []
+
+        # Offline and nothing for the grace: one AGENT-SILENT, dated the arrival.
+        await asyncio.gather(*(node.status(True) for node in ns))
+        await asyncio.gather(*(node.status(False) for node in ns))
+        arrived = await offline_since(ns[1])
+        assert arrived is not None
+        await asyncio.gather(*(node.status(False) for node in ns))  # a replay: same arrival
+        assert await offline_since(ns[0]) == arrived
+        await at(ns, datetime.fromtimestamp(arrived + 59, UTC))
+        assert decided(ns) == 0
+        await at(ns, datetime.fromtimestamp(arrived + 61, UTC))
+        assert decided(ns) == 1
+        [silent] = await settled(ns[0], 1, OTHER)
+        assert silent == (f"agent-silent:{OTHER}:{rfc3339(arrived)}", "major", "status")
+        await gauges_are(ns, 1)
+        await at(ns, datetime.fromtimestamp(arrived + 600, UTC))
+        assert decided(ns) == 1
+
+        await asyncio.gather(*(node.status(True) for node in ns))
+        assert decided(ns) == 2
+        rows = await settled(ns[1], 2, OTHER)
+        assert rows[1][0].startswith(f"agent-back:{OTHER}:") and rows[1][1] == "clear"
+        await gauges_are(ns, 0)
+        assert await duplicates(ns) == 0
+
+
+async def test_offline_grace_paused_while_our_link_is_down(
+    tmp_path: Path,
+    pg_url: str,  # noqa: F811
+) -> None:
+    # Our link drops (the broker restart that fired the will): nothing is
+    # decided meanwhile, and when it returns the pending `offline` gets a
+    # full grace from then.
+    async with nodes(tmp_path, pg_url, 2, grace=60) as ns:
+        await asyncio.gather(*(node.status(False) for node in ns))
+        arrived = await offline_since(ns[0])
+        assert arrived is not None
+        for node in ns:
+            node.tracker.link_down()
+        for node in ns:
+            node.clock.set(datetime.fromtimestamp(arrived + 3600, UTC))
+        await asyncio.sleep(0.3)
+        assert decided(ns) == 0
+        up = arrived + 3600
+        for node in ns:
+            node.clock.set(datetime.fromtimestamp(up, UTC))
+            node.tracker.link_up()
+        await at(ns, datetime.fromtimestamp(up + 30, UTC))
+        assert decided(ns) == 0
+        await at(ns, datetime.fromtimestamp(up + 61, UTC))
+        assert decided(ns) == 1
+        [silent] = await settled(ns[0], 1, OTHER)
+        assert silent[0] == f"agent-silent:{OTHER}:{rfc3339(arrived)}"
+
+
+async def test_sqlite_offline_grace_wakes_the_tracker(tmp_path: Path) -> None:
+    # One tracker on a store of its own sleeps until the next deadline: a
+    # pending `offline` (a short real grace, no clock jump) must wake it.
+    async with nodes(tmp_path, None, 1, grace=0.5) as ns:
+        [node] = ns
+        await node.status(False)
+        arrived = await offline_since(node)
+        assert arrived is not None and node.tracker.decided == 0
+
+        async def decided_once() -> bool:
+            return node.tracker.decided == 1
+
+        await until(decided_once, "the pending offline decided")
+        [silent] = await settled(node, 1, OTHER)
+        assert silent == (f"agent-silent:{OTHER}:{rfc3339(arrived)}", "major", "status")
 
 
 @pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto not installed")

@@ -38,7 +38,11 @@ def test_factory_picks_by_url(tmp_path: Path) -> None:
 
 async def test_adapter_behaves_like_sqlite(pg_url: str) -> None:  # noqa: F811
     store = PgStore(pg_url)
-    assert store.open() == ["0001_initial.sql", "0002_agent_outbox.sql"]
+    assert store.open() == [
+        "0001_initial.sql",
+        "0002_agent_outbox.sql",
+        "0003_offline_grace.sql",
+    ]
     try:
 
         def tx(conn: sqlite3.Connection) -> tuple[Any, ...]:
@@ -82,7 +86,7 @@ async def test_adapter_behaves_like_sqlite(pg_url: str) -> None:  # noqa: F811
         store.close()
     conn = Connection.connect(pg_url, autocommit=True)
     try:
-        assert schema_version(conn) == 2
+        assert schema_version(conn) == 3
     finally:
         conn.close()
 

@@ -6,6 +6,7 @@ problems are then already collected)."""
 from __future__ import annotations
 
 import os
+import re
 import urllib.parse
 from collections.abc import Callable
 from datetime import timedelta
@@ -199,6 +200,14 @@ def _topic_part(what: str, *, empty_ok: bool) -> Callable[[object], str]:
     return parse
 
 
+def _grace(value: object) -> timedelta:
+    """A duration, or zero (`"0s"`: no grace) -- unlike other durations."""
+    text = as_str(value)
+    if re.fullmatch(r"0+[dhms]", text):
+        return timedelta(0)
+    return as_duration(text)
+
+
 def build_mqtt(t: Table, instance: str) -> MqttConfig | None:
     url = t.get("url", _mqtt_url, required=True)
     client_id = t.get("client_id", as_nonempty, instance)
@@ -215,6 +224,7 @@ def build_mqtt(t: Table, instance: str) -> MqttConfig | None:
         t.error("embedded_broker", "the embedded broker speaks only MQTT 3.1.1: set protocol = 3")
     if embedded and url is not None and url.startswith("mqtts:"):
         t.error("embedded_broker", "the embedded broker has no TLS: use an mqtt:// url")
+    offline_grace = t.get("offline_grace", _grace, timedelta(0))
     t.close()
     if url is None:
         return None
@@ -225,6 +235,7 @@ def build_mqtt(t: Table, instance: str) -> MqttConfig | None:
         protocol=protocol,
         share_group=share_group,
         embedded_broker=embedded,
+        offline_grace=offline_grace,
     )
 
 
