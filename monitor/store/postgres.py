@@ -40,7 +40,6 @@ from monitor.store.pgadapter import Connection, retryable
 from monitor.store.pgfanout import Fanout, Publish
 from monitor.store.sqlite import SchemaTooNew, Store
 from monitor.store.writer import (
-    MAX_BATCH,
     GroupCommitWriter,
     StorageUnavailable,
     _Job,
@@ -163,20 +162,6 @@ class PgWriter(GroupCommitWriter):
             return self._queue.get(timeout=PROBE_INTERVAL)
         except queue.Empty:
             return self._probe(conn)
-
-    def _rest_of_batch(self, first: _Job | None) -> tuple[list[_Job], bool]:
-        if first is None:
-            return [], True
-        batch = [first]
-        while len(batch) < MAX_BATCH:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is None:
-                return batch, True
-            batch.append(item)
-        return batch, False
 
     def _probe(self, conn: Connection) -> Connection:
         if conn.broken:

@@ -103,7 +103,10 @@ class GroupCommitWriter:
         """Block for one job, then take everything else already waiting (up
         to MAX_BATCH): the group of one commit.  The flag says close() was
         asked for."""
-        first = self._queue.get()
+        return self._rest_of_batch(self._queue.get())
+
+    def _rest_of_batch(self, first: _Job | None) -> tuple[list[_Job], bool]:
+        """`first` (None: close() was asked for) and the jobs already waiting."""
         if first is None:
             return [], True
         batch = [first]
