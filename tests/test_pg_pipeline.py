@@ -10,9 +10,7 @@ that same PostgreSQL database).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator
-from typing import Any
 
 import psycopg
 import pytest
@@ -20,8 +18,7 @@ import pytest
 from tests import test_pipeline_e2e as e2e
 from tests import test_pipeline_restart as restart
 from tests import test_retention_daemon as retention
-from tests.support import daemon as support
-from tests.support.postgres import pg_server, pg_url  # noqa: F401
+from tests.support.postgres import pg_server, pg_url, point_write_config_at  # noqa: F401
 from tests.test_pipeline_e2e import (  # noqa: F401  (collected again here)
     test_acknowledged_while_deferred_is_not_notified,
     test_coverage_clear_and_resolve,
@@ -44,16 +41,7 @@ from tests.test_retention_daemon import (  # noqa: F401
 
 @pytest.fixture(autouse=True)
 def _on_postgres(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:  # noqa: F811
-    original = support.write_config
-
-    @functools.wraps(original)
-    def write_config(*args: Any, **kwargs: Any) -> Any:
-        kwargs.pop("db", None)
-        kwargs.setdefault("db_url", pg_url)
-        return original(*args, **kwargs)
-
-    for module in (e2e, restart, retention):
-        monkeypatch.setattr(module, "write_config", write_config)
+    point_write_config_at(pg_url, monkeypatch, e2e, restart, retention)
     yield
     # the test really ran on PostgreSQL
     with psycopg.connect(pg_url) as conn:

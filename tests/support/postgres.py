@@ -18,22 +18,25 @@ Import the fixtures into a test module::
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import os
 import pwd
 import shutil
 import subprocess
 import tempfile
+import types
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from .ports import free_port
 
-__all__ = ["PgServer", "pg_server", "pg_url"]
+__all__ = ["PgServer", "pg_server", "pg_url", "point_write_config_at"]
 
 
 def _bindir() -> Path | None:
@@ -201,3 +204,23 @@ def pg_url(pg_server: PgServer) -> Iterator[str]:
         yield pg_server.url(name)
     finally:
         pg_server.drop_db(name)
+
+
+def point_write_config_at(
+    url: str, monkeypatch: pytest.MonkeyPatch, *modules: types.ModuleType
+) -> None:
+    """Rerun SQLite test modules on PostgreSQL: their `write_config` writes
+    `db_url = url` instead of an SQLite file (an SQLite path a test passes,
+    to share one database between runs, becomes that same database)."""
+    from tests.support import daemon
+
+    original = daemon.write_config
+
+    @functools.wraps(original)
+    def write_config(*args: Any, **kwargs: Any) -> Any:
+        kwargs.pop("db", None)
+        kwargs.setdefault("db_url", url)
+        return original(*args, **kwargs)
+
+    for module in modules:
+        monkeypatch.setattr(module, "write_config", write_config)
