@@ -20,6 +20,7 @@ from aiohttp import web
 
 from monitor.clock import make_clock
 from monitor.config import ConfigError, load_config
+from monitor.config.restart import restart_only_changes
 from monitor.events import EventBus
 from monitor.http.server import make_app
 from monitor.listeners import Listener, build_listeners
@@ -173,6 +174,11 @@ class Daemon:
         rt.metrics.config_reloads.labels(outcome="ok").inc()
         rt.pipeline.scheduler_wake.set()
         log.info("config reloaded", summary=config.summary())
+        # self.config: what the listeners, store and clock were built from.
+        pending = restart_only_changes(self.config, config)
+        rt.metrics.config_restart_pending.set(1 if pending else 0)
+        if pending:
+            log.warning("config changes that apply only after a restart", keys=pending)
         notify("READY=1")
         return True
 

@@ -94,6 +94,12 @@ class Metrics:
         self.config_reloads = Counter(
             "monitor_config_reloads", "SIGHUP reloads by outcome", ["outcome"], registry=r
         )
+        self.config_restart_pending = Gauge(
+            "monitor_config_restart_pending",
+            "1 while the loaded config changes keys that apply only at a restart"
+            " (listen addresses, store, MQTT session, serial ports)",
+            registry=r,
+        )
         self.scheduler_steps = Counter(
             "monitor_scheduler_steps", "Scheduler steps taken by kind", ["step"], registry=r
         )
