@@ -1,8 +1,8 @@
 """Scale-out: three daemons (subprocesses) on one PostgreSQL and one mosquitto,
 mixed MQTT / SMTP / HTTP load, one instance SIGKILLed mid-load and started
-again.  Checks (issue 13): acknowledged reports lost = 0, duplicate
-incidents = 0, every notice key delivered once per receiver after the
-receiver's dedup by Idempotency-Key, deferred incidents raised exactly once
+again, then PostgreSQL restarted under all three.  Checks (issue 13):
+acknowledged reports lost = 0, duplicate incidents = 0, every notice key
+delivered once per receiver after the receiver's dedup by Idempotency-Key, deferred incidents raised exactly once
 at the window start while three schedulers race.
 
 Slow (~60 s): `make test-slow`.
@@ -28,7 +28,7 @@ from tests.support import mosquitto as support
 from tests.support.daemon import DaemonProcess, write_config
 from tests.support.mosquitto import Mosquitto, find_mosquitto
 from tests.support.ports import free_port
-from tests.support.postgres import pg_server, pg_url  # noqa: F401
+from tests.support.postgres import PgServer, pg_server, pg_url  # noqa: F401
 from tests.test_mqtt_helpers import Agent, alarm, mqtt_section
 from tests.test_smtp_helpers import ACCEPT, Client, express
 
@@ -46,6 +46,7 @@ CLOCK_START = "2026-11-24T08:29:35+09:00"
 WINDOW = 1795476600.0  # 2026-11-24T08:30:00+09:00
 LOAD_SECONDS = 40.0
 KILL_AT, RESTART_AT = 12.0, 18.0
+PG_RESTART_AT = 27.0
 N_FINGERPRINTS = 24
 
 
@@ -120,6 +121,7 @@ def wait_until(check: Callable[[], bool], what: str, timeout: float = 90.0) -> N
 def test_three_instances_sigkill_mid_load(
     tmp_path: Path,
     mosquitto_factory: Callable[..., Mosquitto],
+    pg_server: PgServer,  # noqa: F811
     pg_url: str,  # noqa: F811
     receiver: Receiver,
     monkeypatch: pytest.MonkeyPatch,
@@ -224,6 +226,11 @@ def test_three_instances_sigkill_mid_load(
         daemons[1].start(timeout=30)
         http(daemons[1].url, "/api/v1/clock", {"set": me["now"]})
         dead.discard(1)
+        if pg_server.controllable:
+            # and PostgreSQL restarts under all three (every channel answers
+            # temporary failures meanwhile; nothing acknowledged may be lost)
+            time.sleep(max(0.0, PG_RESTART_AT - (time.monotonic() - started)))
+            pg_server.restart("fast")
         time.sleep(max(0.0, LOAD_SECONDS - (time.monotonic() - started)))
     finally:
         stop.set()
@@ -251,6 +258,8 @@ def test_three_instances_sigkill_mid_load(
             if d.proc and d.proc.poll() is None:
                 d.stop(15)
 
+    if pg_server.controllable:  # the restart reached every instance
+        assert all("event listener reconnected" in d.read_log() for d in daemons)
     lost = all_acked - stored()
     assert not lost, f"{len(lost)} acknowledged reports lost"
     n_alarms = q(pg_url, "SELECT count(*), count(DISTINCT (device, report_id)) FROM alarms")[0]
