@@ -2,8 +2,9 @@
 mixed MQTT / SMTP / HTTP load, one instance SIGKILLed mid-load and started
 again, then PostgreSQL restarted under all three.  Checks (issue 13):
 acknowledged reports lost = 0, duplicate incidents = 0, every notice key
-delivered once per receiver after the receiver's dedup by Idempotency-Key, deferred incidents raised exactly once
-at the window start while three schedulers race.
+delivered once per receiver after the receiver's dedup by Idempotency-Key,
+deferred incidents raised exactly once at the window start while three
+schedulers race.
 
 Slow (~60 s): `make test-slow`.
 """
