@@ -94,6 +94,17 @@ class Metrics:
         self.config_reloads = Counter(
             "monitor_config_reloads", "SIGHUP reloads by outcome", ["outcome"], registry=r
         )
+        # PostgreSQL only (several instances): the event feed's ordering
+        # (docs/scale-out.md "SSE across instances"), synced at scrape time.
+        self.event_feed = Counter(
+            "monitor_event_feed",
+            "Event-feed rounds that gave up waiting for older transactions (capped),"
+            " and events published after newer ones (late: a resuming SSE client"
+            " may have missed them)",
+            ["outcome"],
+            registry=r,
+        )
+        self._event_feed_seen: dict[str, int] = {"capped": 0, "late": 0}
         self.config_restart_pending = Gauge(
             "monitor_config_restart_pending",
             "1 while the loaded config changes keys that apply only at a restart"
@@ -133,6 +144,14 @@ class Metrics:
             self.retention_pruned.labels(table=table)
         for outcome in ("ok", "failed", "skipped"):
             self.retention_runs.labels(outcome=outcome)
+
+    def sync_event_feed(self, counts: dict[str, int]) -> None:
+        """Catch the counter up with the feed thread's own counts."""
+        for outcome, value in counts.items():
+            seen = self._event_feed_seen.get(outcome, 0)
+            if value > seen:
+                self.event_feed.labels(outcome=outcome).inc(value - seen)
+                self._event_feed_seen[outcome] = value
 
     def sync_store_commits(self, batches: int) -> None:
         """The writer thread counts commits; the counter catches up at scrape

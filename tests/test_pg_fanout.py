@@ -18,8 +18,10 @@ from typing import Any
 import aiohttp
 import psycopg
 import pytest
+from prometheus_client import generate_latest
 
 from monitor.events import EventBus, Subscription
+from monitor.metrics import Metrics
 from monitor.store.pgadapter import Connection
 from monitor.store.pgfanout import Fanout
 from monitor.store.postgres import migrate
@@ -118,6 +120,13 @@ async def test_wait_cap_publishes_without_a_long_transaction(pg_url: str) -> Non
             assert await _next(sub) == (low, 1)
             assert fanout.late == 1 and fanout.out_of_order == 0
             assert bus.horizon == more
+    # what /metrics exports for it (synced at scrape time, never counted twice)
+    metrics = Metrics()
+    for _ in range(2):
+        metrics.sync_event_feed({"capped": fanout.capped, "late": fanout.late})
+    exported = generate_latest(metrics.registry).decode()
+    assert 'monitor_event_feed_total{outcome="capped"} 1.0' in exported
+    assert 'monitor_event_feed_total{outcome="late"} 1.0' in exported
 
 
 # -- end to end: two instances, an SSE client of one resuming by Last-Event-ID --------

@@ -57,6 +57,9 @@ async def metrics(request: web.Request) -> web.Response:
         log.warning("metrics: store read failed", error=str(exc))
     rt.metrics.store_up.set(1 if rt.store.up else 0)
     rt.metrics.sync_store_commits(rt.store.stats[0])
+    fanout = getattr(rt.store, "fanout", None)  # PostgreSQL's event feed
+    if fanout is not None:
+        rt.metrics.sync_event_feed({"capped": fanout.capped, "late": fanout.late})
     rt.metrics.clock_time.set(rt.clock.now().timestamp())
     body = generate_latest(rt.metrics.registry)
     resp = web.Response(body=body)
