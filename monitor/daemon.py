@@ -18,18 +18,15 @@ from dataclasses import dataclass
 import structlog
 from aiohttp import web
 
-from monitor.clock import make_clock
 from monitor.config import ConfigError, load_config
 from monitor.config.restart import restart_only_changes
 from monitor.events import EventBus
 from monitor.http.server import make_app
 from monitor.listeners import Listener, build_listeners
-from monitor.metrics import Metrics
 from monitor.model import Config
 from monitor.notifier import Notifier
-from monitor.pipeline import Pipeline
 from monitor.retention import RetentionJob
-from monitor.runtime import ConfigHolder, Runtime
+from monitor.runtime import Runtime, make_runtime
 from monitor.scheduler import Scheduler
 from monitor.sdnotify import notify, watchdog_interval
 from monitor.store import open_store
@@ -56,17 +53,13 @@ class Daemon:
 
         store = open_store(config.daemon.database, config.daemon.instance)
         await asyncio.to_thread(store.open)
-        clock = make_clock(config.daemon.clock, config.daemon.clock_start)
-        metrics = Metrics()
         bus = EventBus()
         fan_out = getattr(store, "fan_out", None)
         if fan_out is not None:
             # PostgreSQL: the store's listener publishes every instance's
             # changes (ours too) in commit-safe order; ready before HTTP serves.
             await fan_out(bus.publish)
-        holder = ConfigHolder(config)
-        pipeline = Pipeline(store, clock, metrics, bus, holder)
-        rt = Runtime(holder, store, clock, metrics, bus, pipeline)
+        rt = make_runtime(config, store, bus)
         self.runtime = rt
         listeners = build_listeners(rt)
         for listener in listeners:
@@ -109,8 +102,8 @@ class Daemon:
             loop.add_signal_handler(signal.SIGINT, on_term, "SIGINT")
             loop.add_signal_handler(signal.SIGHUP, on_hup)
 
-        scheduler = Scheduler(pipeline)
-        notifier = Notifier(pipeline, clock, metrics, rt.zone)
+        scheduler = Scheduler(rt.pipeline)
+        notifier = Notifier(rt.pipeline, rt.clock, rt.metrics, rt.zone)
         tasks: list[asyncio.Task[None]] = []
         try:
             async with asyncio.TaskGroup() as tg:

@@ -45,17 +45,14 @@ from typing import Any
 
 import structlog
 
-from monitor.clock import make_clock
 from monitor.events import EventBus
 from monitor.heartbeats import HeartbeatTracker
 from monitor.listeners.mqtt import CHANNEL, DRAIN_SECONDS, RECEIVE_MAXIMUM, IngestCounts, MqttIngest
 from monitor.listeners.mqtt_client import ConnectFailed, MqttConnection, parse_url
 from monitor.listeners.mqtt_payloads import topic_filters
-from monitor.metrics import Metrics
 from monitor.model import Config, MqttConfig
-from monitor.pipeline import Pipeline
-from monitor.runtime import ConfigHolder, Runtime
-from monitor.store import StorageUnavailable, Store, open_store
+from monitor.runtime import make_runtime
+from monitor.store import StorageUnavailable, open_store
 
 log = structlog.get_logger("monitor.retire")
 
@@ -118,18 +115,6 @@ def daemon_answers(config: Config, timeout: float = 2.0) -> bool:
         return False
 
 
-def _runtime(config: Config, store: Store) -> Runtime:
-    """The pipeline as the daemon builds it (monitor/daemon.py), without the
-    event feed (nobody reads the bus here; on PostgreSQL the pipeline does
-    not publish to it anyway)."""
-    clock = make_clock(config.daemon.clock, config.daemon.clock_start)
-    metrics = Metrics()
-    bus = EventBus()
-    holder = ConfigHolder(config)
-    pipeline = Pipeline(store, clock, metrics, bus, holder)
-    return Runtime(holder, store, clock, metrics, bus, pipeline)
-
-
 async def retire(config: Config, idle: float = 5.0, timeout: float = 300.0) -> RetireResult:
     """Drain and end the MQTT session of the instance `config` describes.
 
@@ -144,7 +129,7 @@ async def retire(config: Config, idle: float = 5.0, timeout: float = 300.0) -> R
     store = open_store(config.daemon.database, config.daemon.instance)
     await asyncio.to_thread(store.open)
     try:
-        rt = _runtime(config, store)
+        rt = make_runtime(config, store, EventBus())
         tracker = HeartbeatTracker(rt, CHANNEL)
         ingest = MqttIngest(rt, mqtt, tracker)
         result = await _drain_session(mqtt, ingest, idle, timeout)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
-from monitor.clock import Clock
+from monitor.clock import Clock, make_clock
 from monitor.events import EventBus
 from monitor.metrics import Metrics
 from monitor.model import Config
@@ -47,3 +47,13 @@ class Runtime:
         out = [] if self.store.up else ["store"]
         out.extend(name for name, up in sorted(self.listeners.items()) if not up)
         return out
+
+
+def make_runtime(config: Config, store: Store, bus: EventBus) -> Runtime:
+    """The clock, metrics and pipeline around an opened store, as the daemon
+    (and `monitor retire`) run them."""
+    clock = make_clock(config.daemon.clock, config.daemon.clock_start)
+    metrics = Metrics()
+    holder = ConfigHolder(config)
+    pipeline = Pipeline(store, clock, metrics, bus, holder)
+    return Runtime(holder, store, clock, metrics, bus, pipeline)

@@ -60,10 +60,6 @@ PROBE_INTERVAL = 1.0  # seconds between health probes of an unhealthy, idle writ
 FANOUT_READY_TIMEOUT = 10.0
 
 
-def is_postgres(database: str) -> bool:
-    return database.startswith(("postgresql://", "postgres://"))
-
-
 def migrations() -> list[tuple[int, str, str]]:
     found = []
     for entry in resources.files("monitor.store").joinpath("migrations_pg").iterdir():
@@ -417,4 +413,4 @@ class PgStore(Store):
             self._pg_readers.clear()
 
 
-__all__ = ["PgStore", "StorageUnavailable", "is_postgres", "migrate", "schema_version"]
+__all__ = ["PgStore", "StorageUnavailable", "migrate", "schema_version"]
